@@ -1,0 +1,14 @@
+"""The course network "Tudui", as a zoo plugin (the model is built only when a run asks)."""
+
+from zoo import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    register(
+        "tudui",
+        "zoo_tudui.model:Tudui",
+        summary="The course's CIFAR-10 CNN: 3 x (Conv5x5 + MaxPool), Linear(1024, 64), Linear(64, classes)",
+        input_size=(3, 32, 32),
+        default_dataset="cifar10",
+    )

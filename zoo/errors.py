@@ -1,0 +1,46 @@
+"""Errors a user can act on. The CLI turns each into one ``zoo: error:`` line and an exit code."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ZooError(Exception):
+    """Base class: ``exit_code`` is what the command line exits with."""
+
+    exit_code = 1
+
+
+class UsageError(ZooError):
+    """Bad input: an unknown name, a bad option, an unreadable file (exit 2)."""
+
+    exit_code = 2
+
+
+class RunError(ZooError):
+    """A failure while running: NaN loss, I/O error (exit 1)."""
+
+    exit_code = 1
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A name that is not in the registry, with the closest match as a suggestion."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name = kind, name
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        plural = {"model": "models", "optimizer": "optimizers", "dataset": "datasets"}.get(kind, kind)
+        super().__init__(f"unknown {kind} '{name}'{hint} (zoo list {plural})")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class PluginError(UsageError):
+    """A plugin that failed to load or register (fatal only under ZOO_STRICT_PLUGINS=1)."""
+
+
+class DuplicateNameError(UsageError):
+    """Two sources registered the same name in one namespace."""

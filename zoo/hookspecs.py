@@ -1,0 +1,80 @@
+"""The hooks a zoo plugin may implement: the plugin author's whole contract.
+
+A plugin is a module (or object) holding functions decorated with ``@zoo.hookimpl`` whose
+names are the hook names below. It may implement any subset. Registering must not build
+anything heavy: builders and factories run only when a run asks for them, so keep
+``import torch`` inside them (``zoo list`` must stay instant).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("zoo")
+
+
+# -- registration -----------------------------------------------------------------------
+
+
+@hookspec
+def register_models(register: Any) -> None:
+    """Register model builders.
+
+    :param register: ``register(name, builder, *, summary="", input_size=(3, 32, 32),
+        default_dataset=None)``. ``builder(num_classes: int)`` returns a ``torch.nn.Module``
+        whose output is ``(batch, num_classes)``; it may also be an import path
+        ``"package.module:function"`` resolved only when the model is built.
+    """
+
+
+@hookspec
+def register_optimizers(register: Any) -> None:
+    """Register optimizer factories.
+
+    :param register: ``register(name, factory, *, summary="", defaults=None)``.
+        ``factory(params, **hparams)`` returns a ``torch.optim.Optimizer``; an Optimizer
+        subclass is a valid factory, and so is an import path ``"torch.optim:SGD"``.
+        ``defaults`` are hyper-parameters used when the user gives none (``{"lr": 0.01}``).
+    """
+
+
+@hookspec
+def register_datasets(register: Any) -> None:
+    """Register datasets.
+
+    :param register: ``register(name, loader, *, summary="", num_classes, input_size,
+        classes=None)``. ``loader(train: bool, root: str, download: bool)`` returns a
+        ``torch.utils.data.Dataset`` of ``(float tensor shaped input_size, int label)``.
+        Return a ``zoo.data.TensorImageDataset`` to get the fast in-memory path.
+        ``num_classes=None`` means "read from the loaded dataset's ``classes``".
+    """
+
+
+# -- run events: loggers and other observers ----------------------------------------------
+# Arguments may grow by keyword; accept only the ones you use (pluggy passes by name).
+
+
+@hookspec
+def on_run_start(run: Any) -> None:
+    """A run is about to train its first epoch. ``run`` has ``run_dir``, ``config``, ``model``,
+    ``optimizer`` and ``start_epoch``."""
+
+
+@hookspec
+def on_epoch_end(run: Any, epoch: int, metrics: dict) -> None:
+    """An epoch finished and was validated: ``metrics`` is the line written to
+    ``metrics.jsonl`` (``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``seconds``,
+    ``lr``)."""
+
+
+@hookspec
+def on_checkpoint(run: Any, path: str) -> None:
+    """A checkpoint was written (atomically) to ``path``."""
+
+
+@hookspec
+def on_run_end(run: Any, metrics: dict) -> None:
+    """The run stopped; ``metrics`` is the summary (the ``zoo run --json`` object) and
+    ``metrics["status"]`` says "finished", "interrupted" or "failed"."""

@@ -1,0 +1,335 @@
+"""The registry: models, optimizers and datasets by name, from plugins and registry.yaml.
+
+Registering builds nothing: an entry holds a builder (a callable or an import path
+``"package.module:function"``) that runs only when a model is asked for. Models, optimizers
+and datasets are separate namespaces; a name registered twice in one of them is an error that
+names both sources.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from zoo.errors import DuplicateNameError, UnknownNameError, UsageError, ZooError
+from zoo.plugins import PluginHost, get_plugin_host
+
+__all__ = [
+    "ModelEntry",
+    "OptimizerEntry",
+    "DatasetEntry",
+    "Registry",
+    "get_registry",
+    "reset_registry",
+    "resolve",
+    "KINDS",
+]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+KINDS = ("model", "optimizer", "dataset")
+
+
+def resolve(target: Any, what: str) -> Any:
+    """Turn an import path ``"pkg.module:attr"`` into the object; pass callables through."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"{what}: cannot import '{target}': {type(exc).__name__}: {exc}") from exc
+    return obj
+
+
+def _natural_key(name: str) -> list[Any]:
+    # vgg2 before vgg16, as timm's list_models sorts
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model: a plugin's builder, or a registry.yaml variant (``base`` plus ``edits``)."""
+
+    name: str
+    plugin: str
+    builder: Any  # builder(num_classes) -> nn.Module, or "module:function"
+    summary: str = ""
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    default_dataset: str | None = None
+    base: str | None = None
+    edits: tuple[Any, ...] = ()  # zoo.edits.Edit, for variants
+    base_classes: int | None = None  # build the base with this many outputs (1000: ImageNet weights)
+    source: str | None = None  # "registry.yaml:12" for variants
+
+    kind = "model"
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """An optimizer: a plugin's factory, or a registry.yaml preset (``base`` plus hparams)."""
+
+    name: str
+    plugin: str
+    factory: Any  # factory(params, **hparams) -> Optimizer, or "module:Class"
+    summary: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    source: str | None = None
+
+    kind = "optimizer"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset: ``loader(train, root, download)`` and what it holds."""
+
+    name: str
+    plugin: str
+    loader: Any
+    summary: str = ""
+    num_classes: int | None = None  # None: read from the loaded dataset's classes
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    classes: tuple[str, ...] | None = None
+
+    kind = "dataset"
+
+
+Entry = ModelEntry | OptimizerEntry | DatasetEntry
+
+
+def _check_name(name: Any, kind: str, source: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UsageError(
+            f"{source}: invalid {kind} name {name!r}: expected lower case "
+            f"letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _check_size(size: Any, source: str) -> tuple[int, int, int]:
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise UsageError(f"{source}: input_size must be three positive integers (C, H, W), got {size!r}")
+    return tuple(size)  # type: ignore[return-value]
+
+
+class Registry:
+    """Every registered entry, by kind and name."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelEntry] = {}
+        self.optimizers: dict[str, OptimizerEntry] = {}
+        self.datasets: dict[str, DatasetEntry] = {}
+        self.host: PluginHost | None = None
+        self.files: list[str] = []  # registry files layered in, in order
+
+    # -- building the registry -----------------------------------------------------------------
+
+    def table(self, kind: str) -> dict[str, Any]:
+        return {"model": self.models, "optimizer": self.optimizers, "dataset": self.datasets}[kind]
+
+    def add(self, entry: Entry) -> None:
+        """Add one entry; a name already taken in its namespace is an error naming both."""
+        table = self.table(entry.kind)
+        other = table.get(entry.name)
+        if other is not None:
+            first = other.source or f"plugin '{other.plugin}'"
+            second = getattr(entry, "source", None) or f"plugin '{entry.plugin}'"
+            raise DuplicateNameError(
+                f"{entry.kind} '{entry.name}' is registered twice: by {first} and by {second}; "
+                f"uninstall or rename one of them"
+            )
+        table[entry.name] = entry
+
+    def collect_plugins(self, host: PluginHost) -> None:
+        """Ask every loaded plugin to register; a plugin that raises is reported and skipped."""
+        self.host = host
+        for plugin_name, _plugin in list(host.loaded()):
+            staged: list[Entry] = []
+            try:
+                host.call_one(plugin_name, "register_models", register=_ModelRegistrar(plugin_name, staged))
+                host.call_one(plugin_name, "register_optimizers", register=_OptimizerRegistrar(plugin_name, staged))
+                host.call_one(plugin_name, "register_datasets", register=_DatasetRegistrar(plugin_name, staged))
+            except DuplicateNameError:
+                raise
+            except Exception as exc:  # the plugin's bug: report it, keep everything else
+                from zoo.plugins import _one_line
+
+                host.fail(host.infos[plugin_name], _one_line(exc))
+                continue
+            for entry in staged:
+                self.add(entry)
+
+    def load_file(self, path: str | os.PathLike[str], display: str | None = None) -> None:
+        """Layer a registry.yaml over the plugin entries (validated fully before use)."""
+        from zoo.registry_file import read_registry_file
+
+        display = display or str(path)
+        for entry in read_registry_file(Path(path), display, self):
+            self.add(entry)
+        self.files.append(display)
+
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> Any:
+        table = self.table(kind)
+        try:
+            return table[name]
+        except KeyError:
+            raise UnknownNameError(kind, name, table) from None
+
+    def model(self, name: str) -> ModelEntry:
+        return self.get("model", name)
+
+    def optimizer(self, name: str) -> OptimizerEntry:
+        return self.get("optimizer", name)
+
+    def dataset(self, name: str) -> DatasetEntry:
+        return self.get("dataset", name)
+
+    def find(self, name: str) -> list[Entry]:
+        """Entries of any kind under ``name`` (a name may exist in several namespaces)."""
+        found = [self.table(kind)[name] for kind in KINDS if name in self.table(kind)]
+        if not found:
+            every = set(self.models) | set(self.optimizers) | set(self.datasets)
+            raise UnknownNameError("name", name, every)
+        return found
+
+    def entries(self, kind: str | None = None, pattern: str | None = None) -> Iterator[Entry]:
+        """Entries by kind then natural name order, optionally filtered by a glob."""
+        for k in [kind] if kind else list(KINDS):
+            for name in sorted(self.table(k), key=_natural_key):
+                if pattern is None or fnmatch.fnmatchcase(name, pattern):
+                    yield self.table(k)[name]
+
+    # -- using entries (these import torch) -------------------------------------------------------
+
+    def build_model(
+        self,
+        name: str,
+        num_classes: int,
+        *,
+        before_edits: Callable[[Any], None] | None = None,
+        check: bool = True,
+    ) -> Any:
+        """Build a model: the base builder, then ``before_edits`` (base weights), then the edits,
+        then a dry forward pass that proves the output is ``(batch, num_classes)``."""
+        from zoo import edits as model_edits
+
+        entry = self.model(name)
+        base = self.model(entry.base) if entry.base else entry
+        builder = resolve(base.builder, f"model '{base.name}' (plugin '{base.plugin}')")
+        model = builder(entry.base_classes or num_classes)
+        if before_edits is not None:
+            before_edits(model)
+        model, touched = model_edits.apply_edits(model, entry.edits, num_classes, where=entry.source or name)
+        if check:
+            model_edits.check_model(model, entry, num_classes, touched)
+        return model
+
+    def make_optimizer(self, name: str, params: Any, hparams: dict[str, Any] | None = None) -> Any:
+        entry = self.optimizer(name)
+        factory = resolve(entry.factory, f"optimizer '{name}' (plugin '{entry.plugin}')")
+        return factory(params, **{**entry.defaults, **(hparams or {})})
+
+    def optimizer_factory(self, name: str) -> Any:
+        entry = self.optimizer(name)
+        return resolve(entry.factory, f"optimizer '{name}' (plugin '{entry.plugin}')")
+
+    def load_dataset(self, name: str, *, train: bool, root: str, download: bool = False) -> Any:
+        entry = self.dataset(name)
+        loader = resolve(entry.loader, f"dataset '{name}' (plugin '{entry.plugin}')")
+        try:
+            return loader(train=train, root=root, download=download)
+        except ZooError:
+            raise
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            raise UsageError(f"dataset '{name}': {exc}") from exc
+        except Exception as exc:
+            raise UsageError(
+                f"dataset '{name}' (plugin '{entry.plugin}') failed to load from {root}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class _Registrar:
+    """The ``register`` callable handed to a plugin's hook: validates, then stages entries."""
+
+    def __init__(self, plugin: str, staged: list[Entry]):
+        self.plugin, self.staged = plugin, staged
+
+    def where(self, kind: str, name: Any) -> str:
+        return f"plugin '{self.plugin}' registering {kind} {name!r}"
+
+
+class _ModelRegistrar(_Registrar):
+    def __call__(self, name: str, builder: Any, *, summary: str = "", input_size: Any = (3, 32, 32),
+                 default_dataset: str | None = None) -> None:
+        where = self.where("model", name)
+        _check_name(name, "model", where)
+        if not (callable(builder) or isinstance(builder, str)):
+            raise TypeError(f"{where}: builder must be callable or 'module:function', got {builder!r}")
+        self.staged.append(ModelEntry(name, self.plugin, builder, summary, _check_size(input_size, where),
+                                      default_dataset))
+
+
+class _OptimizerRegistrar(_Registrar):
+    def __call__(self, name: str, factory: Any, *, summary: str = "", defaults: dict | None = None) -> None:
+        where = self.where("optimizer", name)
+        _check_name(name, "optimizer", where)
+        if not (callable(factory) or isinstance(factory, str)):
+            raise TypeError(f"{where}: factory must be callable or 'module:Class', got {factory!r}")
+        self.staged.append(OptimizerEntry(name, self.plugin, factory, summary, dict(defaults or {})))
+
+
+class _DatasetRegistrar(_Registrar):
+    def __call__(self, name: str, loader: Any, *, summary: str = "", num_classes: int | None,
+                 input_size: Any, classes: Iterable[str] | None = None) -> None:
+        where = self.where("dataset", name)
+        _check_name(name, "dataset", where)
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise TypeError(f"{where}: num_classes must be a positive int or None, got {num_classes!r}")
+        self.staged.append(DatasetEntry(name, self.plugin, loader, summary, num_classes,
+                                        _check_size(input_size, where),
+                                        tuple(classes) if classes is not None else None))
+
+
+BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
+
+_registry: Registry | None = None
+_registry_key: tuple[str, ...] | None = None
+
+
+def registry_files(extra: Iterable[str] = ()) -> list[str]:
+    """The user's registry files: ``ZOO_REGISTRY`` (os.pathsep-separated), then ``--registry``."""
+    env = [p for p in os.environ.get("ZOO_REGISTRY", "").split(os.pathsep) if p]
+    return env + [str(p) for p in extra]
+
+
+def get_registry(extra_files: Iterable[str] = ()) -> Registry:
+    """The process-wide registry: plugins, the built-in registry.yaml, then the user's files."""
+    global _registry, _registry_key
+    files = registry_files(extra_files)
+    if _registry is None or _registry_key != tuple(files):
+        registry = Registry()
+        registry.collect_plugins(get_plugin_host())
+        registry.load_file(BUILTIN_REGISTRY, "registry.yaml")
+        for path in files:
+            registry.load_file(path)
+        _registry, _registry_key = registry, tuple(files)
+    return _registry
+
+
+def reset_registry() -> None:
+    global _registry, _registry_key
+    _registry, _registry_key = None, None
