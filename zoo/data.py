@@ -177,7 +177,10 @@ class Batches:
         self.device = _resolve(device)
         self.input_size = tuple(input_size) if input_size is not None else None
         self._loader: DataLoader | None = None
-        if not isinstance(dataset, TensorImageDataset):
+        if isinstance(dataset, TensorImageDataset):
+            # Copy to the device now, so the one-time copy is start-up, not the first step.
+            dataset.to_device(self.device)
+        else:
             # Built once so persistent workers survive from one epoch to the next.
             self._loader = DataLoader(
                 dataset,

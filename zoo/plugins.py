@@ -126,7 +126,7 @@ class PluginHost:
             return False
         unknown = self._unknown_hooks(plugin)
         if unknown:
-            known = sorted(self.pm.hook.__dict__)
+            known = sorted(name for name, caller in vars(self.pm.hook).items() if caller.has_spec())
             close = difflib.get_close_matches(unknown[0], known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (known hooks: {', '.join(known)})"
             self.fail(info, f"unknown hook '{unknown[0]}'{hint}")

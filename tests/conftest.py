@@ -1,0 +1,98 @@
+"""Shared fixtures: the CLI in a real subprocess, and plugin distributions written to disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from zoo.plugins import reset_plugin_host
+from zoo.registry import reset_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+_ZOO_VARS = ("ZOO_REGISTRY", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS", "ZOO_DEBUG", "ZOO_DATA")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_zoo(monkeypatch, tmp_path):
+    """Every test starts with no zoo environment and fresh plugin/registry caches."""
+    for name in _ZOO_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "zoo-data"))
+    reset_plugin_host()
+    reset_registry()
+    yield
+    reset_plugin_host()
+    reset_registry()
+
+
+class ZooCLI:
+    """Runs ``python -m zoo`` in a subprocess, with extra entries on PYTHONPATH."""
+
+    def __init__(self, cwd: Path):
+        self.cwd = cwd
+        self.paths: list[str] = []
+        self.env: dict[str, str] = {}
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        full_env = {k: v for k, v in os.environ.items() if k not in _ZOO_VARS}
+        full_env["ZOO_DATA"] = str(self.cwd / "zoo-data")
+        full_env["PYTHONPATH"] = os.pathsep.join(self.paths + [full_env.get("PYTHONPATH", "")]).strip(os.pathsep)
+        full_env.update(self.env)
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "zoo", *args],
+            cwd=self.cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture
+def zoo_cli(tmp_path) -> ZooCLI:
+    work = tmp_path / "work"
+    work.mkdir()
+    return ZooCLI(work)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, code: int = 2, *needles: str) -> None:
+    """One ``zoo: error:`` line, the given exit code, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zoo: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+
+
+@pytest.fixture
+def plugin_dist(tmp_path) -> Iterator[Callable[..., Path]]:
+    """Write an installed distribution (a module + its .dist-info with a ``zoo`` entry point)
+    into a site directory; returns that directory, to go on sys.path / PYTHONPATH."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    modules: list[str] = []
+
+    def make(entry_name: str, source: str, *, module: str | None = None, version: str = "1.0") -> Path:
+        # a module name unique to this test, so no earlier test's import is reused
+        module = module or f"zoo_test_{entry_name.replace('-', '_')}_{abs(hash(str(tmp_path))) % 10**8}"
+        modules.append(module)
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        dist = f"zoo_test_dist_{entry_name.replace('-', '_')}"
+        info = site / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[zoo]\n{entry_name} = {module}\n")
+        return site
+
+    yield make
+    for module in modules:
+        sys.modules.pop(module, None)

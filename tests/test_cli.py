@@ -1,0 +1,114 @@
+"""The command line through real subprocesses: JSON shapes, exit codes, one-line errors, and
+no torch import for the registry commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import assert_user_error
+
+
+def test_list_json_holds_the_registry(zoo_cli):
+    result = zoo_cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert all(set(r) == {"kind", "name", "plugin", "summary"} for r in rows)
+    by_kind = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], {})[r["name"]] = r["plugin"]
+    assert by_kind["model"] == {
+        "tudui": "tudui",
+        "vgg16": "vgg",
+        "vgg16-add-linear": "registry.yaml",
+        "vgg16-classifier-add-linear": "registry.yaml",
+        "vgg16-replace-classifier": "registry.yaml",
+    }
+    torch_optim = {n for n, p in by_kind["optimizer"].items() if p == "torch-optim"}
+    assert len(torch_optim) == 15 and {"sgd", "adam", "lbfgs", "muon", "sparseadam", "adafactor"} <= torch_optim
+    assert by_kind["dataset"] == {"cifar10": "datasets", "digits": "datasets", "fake": "datasets", "imagefolder": "datasets"}
+
+
+def test_list_kind_and_pattern(zoo_cli):
+    rows = json.loads(zoo_cli("list", "models", "vgg16-*", "--json").stdout)
+    assert [r["name"] for r in rows] == ["vgg16-add-linear", "vgg16-classifier-add-linear", "vgg16-replace-classifier"]
+    rows = json.loads(zoo_cli("list", "*adam*", "--json").stdout)
+    assert {r["kind"] for r in rows} == {"optimizer"} and "sparseadam" in {r["name"] for r in rows}
+    text = zoo_cli("list", "datasets").stdout
+    assert text.splitlines()[0].split() == ["KIND", "NAME", "PLUGIN", "SUMMARY"] and "digits" in text
+
+
+@pytest.mark.parametrize("command", [["list", "--json"], ["plugins", "--all", "--json"], ["list", "optimizers"]])
+def test_registry_commands_do_not_import_torch(command):
+    code = (
+        "import sys, io, contextlib\n"
+        "from zoo.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({command!r}) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'sklearn', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_show_optimizer_lists_parameters_and_defaults(zoo_cli):
+    info = json.loads(zoo_cli("show", "adagrad", "--json").stdout)
+    params = {p["name"]: p for p in info["parameters"]}
+    assert params["lr"]["default"] == 0.01 and params["eps"]["default"] == 1e-10
+    assert {"lr_decay", "weight_decay", "initial_accumulator_value"} <= set(params)
+    text = zoo_cli("show", "sgd").stdout
+    assert "lr" in text and "0.01" in text  # the zoo's default, from the seed
+
+
+def test_show_model(zoo_cli):
+    info = json.loads(zoo_cli("show", "tudui", "--json").stdout)
+    assert info["parameters"] == 145578 and info["output_shape"] == ["batch", 10]
+    assert "Conv2d(3, 32, kernel_size=(5, 5)" in info["architecture"]
+    info = json.loads(zoo_cli("show", "vgg16-replace-classifier", "--json").stdout)
+    assert info["edits"][0]["text"] == "replace classifier.6 with Linear(4096, num_classes)"
+    assert info["output_shape"] == ["batch", 10] and info["base"] == "vgg16"
+
+
+def test_naive_add_module_is_refused_on_the_command_line(zoo_cli, tmp_path):
+    path = tmp_path / "naive.yaml"
+    path.write_text(
+        "models:\n  vgg16-naive:\n    base: vgg16\n    base_classes: 1000\n    edits:\n"
+        "      - add_module: add_linear\n        layer: Linear\n        args: [1000, $num_classes]\n"
+    )
+    result = zoo_cli("show", "vgg16-naive", "--registry", str(path))
+    assert_user_error(result, 2, f"{path}:3", "never called", "append: add_linear")
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["show", "vgg61"], ["unknown name 'vgg61'; did you mean 'vgg16'?"]),
+        (["list", "modles", "x"], ["unknown kind 'modles'"]),
+        (["run", "tudui"], ["the following arguments are required: optimizer"]),
+        (["run", "tudui", "sgd", "--epochs", "0"], ["argument --epochs: expected a positive integer, got 0"]),
+        (["run", "tudui", "sgd", "--batch-size", "-4"], ["--batch-size: expected a positive integer, got -4"]),
+        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+        (["list", "--registry", "/nonexistent/zoo.yaml"], ["registry file /nonexistent/zoo.yaml does not exist"]),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(zoo_cli, args, needles):
+    assert_user_error(zoo_cli(*args), 2, *needles)
+
+
+@pytest.mark.parametrize("command", ["list", "show", "plugins", "install", "uninstall", "run", "validate", "predict", "export", "check"])
+def test_every_command_explains_itself(zoo_cli, command):
+    result = zoo_cli(command, "--help")
+    assert result.returncode == 0 and f"usage: zoo {command}" in result.stdout
+
+
+def test_console_script_and_version():
+    import shutil
+
+    script = shutil.which("zoo", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert script, "the zoo console script is not installed beside this Python"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("zoo ")

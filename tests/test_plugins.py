@@ -1,0 +1,260 @@
+"""The plugin manager: built-ins and third-party plugins through real entry points, each
+failure isolated, strict mode, the allow-list, and the example distribution installed by pip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_user_error
+from zoo import hookspecs
+from zoo.errors import DuplicateNameError, PluginError
+from zoo.plugins import PluginHost, get_plugin_host
+from zoo.registry import get_registry
+
+GOOD = """
+from zoo import hookimpl
+
+@hookimpl
+def register_models(register):
+    register("good-net", f"{__name__}:build", summary="a good test model", input_size=(3, 8, 8))
+
+def build(num_classes):
+    import torch
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, num_classes))
+"""
+
+IMPORT_FAILS = """
+raise ImportError("cannot import name 'missing_thing' from 'somewhere'")
+"""
+
+HOOK_RAISES = """
+from zoo import hookimpl
+
+@hookimpl
+def register_models(register):
+    register("half-net", "x:y")
+    raise RuntimeError("boom inside register_models")
+"""
+
+MISSPELT = """
+from zoo import hookimpl
+
+@hookimpl
+def register_model(register):
+    register("never", "x:y")
+"""
+
+BAD_ARGS = """
+from zoo import hookimpl
+
+@hookimpl
+def register_models(register, colour):
+    pass
+"""
+
+DUPLICATE = """
+from zoo import hookimpl
+
+@hookimpl
+def register_models(register):
+    register("tudui", "x:y", summary="a second tudui")
+"""
+
+
+def host_with(monkeypatch, site: Path) -> PluginHost:
+    monkeypatch.syspath_prepend(str(site))
+    host = PluginHost()
+    host.load_entry_points()
+    return host
+
+
+def test_builtins_load_through_entry_points():
+    host = get_plugin_host()
+    builtins = {i.name: i for i in host.plugin_infos(include_builtin=True) if i.builtin}
+    assert set(builtins) == {"tudui", "vgg", "torch-optim", "datasets"}
+    assert all(i.status == "ok" and i.distribution == "tudui-zoo" for i in builtins.values())
+    assert builtins["torch-optim"].hooks == ["register_optimizers"]
+
+
+def test_third_party_plugin_registers(monkeypatch, plugin_dist):
+    site = plugin_dist("good", GOOD)
+    monkeypatch.syspath_prepend(str(site))
+    registry = get_registry()
+    entry = registry.model("good-net")
+    assert (entry.plugin, entry.input_size) == ("good", (3, 8, 8))
+    info = registry.host.infos["good"]
+    assert (info.status, info.version, info.builtin, info.hooks) == ("ok", "1.0", False, ["register_models"])
+    model = registry.build_model("good-net", 4)
+    assert model[1].out_features == 4
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (IMPORT_FAILS, "ImportError: cannot import name 'missing_thing'"),
+        (MISSPELT, "unknown hook 'register_model'; did you mean 'register_models'?"),
+        (BAD_ARGS, "colour"),
+    ],
+    ids=["import-error", "misspelt-hook", "bad-hook-arguments"],
+)
+def test_broken_plugin_is_isolated(monkeypatch, plugin_dist, capsys, source, expected):
+    site = plugin_dist("broken", source)
+    plugin_dist("good", GOOD)
+    host = host_with(monkeypatch, site)
+    info = host.infos["broken"]
+    assert info.status == "failed" and expected in info.error
+    assert host.infos["good"].status == "ok"
+    err = capsys.readouterr().err
+    assert err.count("zoo: warning: plugin 'broken' failed to load:") == 1
+    assert expected in err
+
+
+def test_plugin_raising_in_hook_is_rolled_back(monkeypatch, plugin_dist, capsys):
+    site = plugin_dist("raiser", HOOK_RAISES)
+    monkeypatch.syspath_prepend(str(site))
+    registry = get_registry()
+    assert "half-net" not in registry.models  # nothing half-registered survives
+    assert "tudui" in registry.models
+    assert registry.host.infos["raiser"].status == "failed"
+    assert "RuntimeError: boom inside register_models" in registry.host.infos["raiser"].error
+    assert capsys.readouterr().err.count("plugin 'raiser' failed") == 1
+
+
+def test_strict_mode_makes_failures_fatal(monkeypatch, plugin_dist):
+    site = plugin_dist("broken", IMPORT_FAILS)
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'broken' failed to load: ImportError"):
+        host_with(monkeypatch, site)
+
+
+def test_duplicate_name_names_both_plugins(monkeypatch, plugin_dist):
+    site = plugin_dist("copycat", DUPLICATE)
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(DuplicateNameError) as caught:
+        get_registry()
+    message = str(caught.value)
+    assert "model 'tudui'" in message and "plugin 'tudui'" in message and "plugin 'copycat'" in message
+
+
+def test_allow_list_limits_third_party_plugins(monkeypatch, plugin_dist, capsys):
+    plugin_dist("good", GOOD)
+    site = plugin_dist("other", GOOD.replace("good-net", "other-net"))
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "other,nosuch")
+    host = host_with(monkeypatch, site)
+    assert "other" in host.infos and "good" not in host.infos
+    assert "tudui" in host.infos  # built-ins always load
+    assert "ZOO_LOAD_PLUGINS names 'nosuch'" in capsys.readouterr().err
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")
+    host = host_with(monkeypatch, site)
+    assert not host.plugin_infos()  # empty: no third-party plugin at all
+
+
+def test_every_hook_is_specified_and_documented():
+    names = [n for n in dir(hookspecs) if n.startswith(("register_", "on_"))]
+    assert sorted(names) == sorted(
+        ["register_models", "register_optimizers", "register_datasets", "on_run_start", "on_epoch_end", "on_checkpoint", "on_run_end"]
+    )
+    readme = (ROOT / "README.md").read_text()
+    for name in names:
+        assert getattr(hookspecs, name).__doc__, f"hook {name} has no docstring"
+        assert f"{name}(" in readme, f"hook {name} is not documented in README.md"
+
+
+def test_every_hook_has_a_test():
+    # datasette's meta-test: a hook nobody tests is a hook nobody knows works.
+    tests = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    hooks = [n for n in dir(hookspecs) if n.startswith(("register_", "on_"))]
+    missing = [h for h in hooks if f"def test_hook_{h}" not in tests]
+    assert not missing, f"Plugin hook is missing tests: {', '.join(missing)}"
+
+
+def test_hook_register_models(monkeypatch, plugin_dist):
+    test_third_party_plugin_registers(monkeypatch, plugin_dist)
+
+
+def test_hook_register_optimizers(monkeypatch, plugin_dist):
+    site = plugin_dist("optim", """
+        from zoo import hookimpl
+        @hookimpl
+        def register_optimizers(register):
+            register("plain-sgd", "torch.optim:SGD", summary="SGD again", defaults={"lr": 0.5})
+    """)
+    monkeypatch.syspath_prepend(str(site))
+    import torch
+
+    registry = get_registry()
+    optimizer = registry.make_optimizer("plain-sgd", [torch.nn.Parameter(torch.zeros(2))], {"momentum": 0.9})
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["lr"] == 0.5 and optimizer.defaults["momentum"] == 0.9
+
+
+def test_hook_register_datasets(monkeypatch, plugin_dist):
+    site = plugin_dist("data", """
+        from zoo import hookimpl
+        @hookimpl
+        def register_datasets(register):
+            register("ones", load, summary="all ones", num_classes=2, input_size=(1, 4, 4), classes=["a", "b"])
+        def load(train, root, download):
+            import torch
+            from zoo.data import TensorImageDataset
+            images = torch.full((6 if train else 2, 1, 4, 4), 255, dtype=torch.uint8)
+            return TensorImageDataset(images, torch.arange(images.shape[0]) % 2, mean=(0.5,), std=(0.5,), classes=["a", "b"])
+    """)
+    monkeypatch.syspath_prepend(str(site))
+    registry = get_registry()
+    entry = registry.dataset("ones")
+    assert (entry.num_classes, entry.input_size, entry.classes) == (2, (1, 4, 4), ("a", "b"))
+    train = registry.load_dataset("ones", train=True, root=".")
+    image, label = train[1]
+    assert image.shape == (1, 4, 4) and float(image[0, 0, 0]) == pytest.approx(1.0) and label == 1
+
+
+# -- through the command line ------------------------------------------------------------------
+
+
+def test_broken_plugin_leaves_every_command_working(zoo_cli, plugin_dist):
+    zoo_cli.paths.append(str(plugin_dist("broken", IMPORT_FAILS)))
+    listed = zoo_cli("list", "--json")
+    assert listed.returncode == 0
+    assert "tudui" in {row["name"] for row in json.loads(listed.stdout)}
+    assert listed.stderr.count("zoo: warning: plugin 'broken' failed to load: ImportError") == 1
+    plugins = json.loads(zoo_cli("plugins", "--json").stdout)
+    assert plugins == [{"name": "broken", "version": "1.0", "hooks": [], "status": "failed",
+                        "error": "ImportError: cannot import name 'missing_thing' from 'somewhere'", "builtin": False}]
+    assert zoo_cli("show", "adagrad").returncode == 0
+    strict = zoo_cli("list", env={"ZOO_STRICT_PLUGINS": "1"})
+    assert_user_error(strict, 2, "plugin 'broken' failed to load", "ZOO_STRICT_PLUGINS")
+
+
+def test_duplicate_name_is_exit_2(zoo_cli, plugin_dist):
+    zoo_cli.paths.append(str(plugin_dist("copycat", DUPLICATE)))
+    assert_user_error(zoo_cli("list"), 2, "model 'tudui' is registered twice", "plugin 'tudui'", "plugin 'copycat'")
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory) -> Path:
+    """The example plugin, pip-installed into its own target directory (a real install)."""
+    target = tmp_path_factory.mktemp("example-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT / "plugins" / "example-third-party")],
+        check=True, capture_output=True, text=True,
+    )
+    return target
+
+
+def test_example_plugin_installs_and_lists(zoo_cli, example_site):
+    zoo_cli.paths.append(str(example_site))
+    rows = json.loads(zoo_cli("list", "--json").stdout)
+    mine = {(r["kind"], r["name"]) for r in rows if r["plugin"] == "example"}
+    assert mine == {("model", "example-mlp"), ("optimizer", "example-signsgd"), ("dataset", "example-stripes")}
+    plugins = json.loads(zoo_cli("plugins", "--json").stdout)
+    assert plugins == [{"name": "example", "version": "1.0.0", "status": "ok", "error": None, "builtin": False,
+                        "hooks": ["on_epoch_end", "register_datasets", "register_models", "register_optimizers"]}]
+    everything = json.loads(zoo_cli("plugins", "--all", "--json").stdout)
+    assert {p["name"] for p in everything if p["builtin"]} == {"tudui", "vgg", "torch-optim", "datasets"}

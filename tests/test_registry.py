@@ -1,0 +1,195 @@
+"""The registry: every entry builds, registry.yaml is checked with line numbers, the seed's
+three VGG16 edits work and its naive top-level add_module is refused."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from zoo.errors import DuplicateNameError, UnknownNameError, UsageError
+from zoo.preflight import check_compatible
+from zoo.registry import get_registry
+
+REGISTRY = get_registry()
+MODELS = [e.name for e in REGISTRY.entries("model")]
+OPTIMIZERS = [e.name for e in REGISTRY.entries("optimizer")]
+TORCH_OPTIMIZERS = sorted(
+    n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+)
+
+
+def test_registry_holds_the_seed():
+    assert {"tudui", "vgg16", "vgg16-add-linear", "vgg16-classifier-add-linear", "vgg16-replace-classifier"} <= set(MODELS)
+    assert {"cifar10", "digits", "fake", "imagefolder"} <= set(REGISTRY.datasets)
+    assert REGISTRY.optimizer("sgd").defaults == {"lr": 0.01}  # the seed's SGD(lr=0.01)
+
+
+def test_every_torch_optimizer_is_discovered():
+    # discovered from torch's source, so it follows the installed torch, not a hand-written list
+    plugin_optimizers = sorted(e.summary.removeprefix("torch.optim.") for e in REGISTRY.entries("optimizer") if e.plugin == "torch-optim")
+    assert plugin_optimizers == TORCH_OPTIMIZERS
+    assert len(TORCH_OPTIMIZERS) >= 15
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_builds_with_batch_by_classes_output(name):
+    entry = REGISTRY.model(name)
+    model = REGISTRY.build_model(name, 7)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, *entry.input_size))
+    assert out.shape == (3, 7)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_constructs_or_says_why_not(name):
+    model = REGISTRY.build_model("tudui", 10)
+    factory = REGISTRY.optimizer_factory(name)
+    defaults = REGISTRY.optimizer(name).defaults
+    reason = check_compatible(model, name, factory, defaults)
+    if reason is None:
+        optimizer = REGISTRY.make_optimizer(name, model.parameters())
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    else:
+        assert name in ("sparseadam", "muon"), reason
+        assert len(reason) > 20
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UnknownNameError, match=r"unknown model 'vgg61'; did you mean 'vgg16'\? \(zoo list models\)"):
+        REGISTRY.model("vgg61")
+    with pytest.raises(UnknownNameError, match="did you mean 'adam'"):
+        REGISTRY.optimizer("adma")
+
+
+def test_list_filters_by_kind_and_glob_in_natural_order():
+    names = [e.name for e in REGISTRY.entries("model", "vgg*")]
+    assert names[0] == "vgg16" and all(n.startswith("vgg") for n in names) and "tudui" not in names
+
+
+# -- the seed's VGG16 edits ---------------------------------------------------------------------
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "mine.yaml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+NAIVE = """\
+models:
+  vgg16-naive:
+    base: vgg16
+    base_classes: 1000
+    edits:
+      - add_module: add_linear
+        layer: Linear
+        args: [1000, $num_classes]
+"""
+
+
+def test_naive_top_level_add_module_is_refused_with_the_fix(tmp_path):
+    registry = get_registry([write(tmp_path, NAIVE)])
+    with pytest.raises(UsageError) as caught:
+        registry.build_model("vgg16-naive", 10)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'mine.yaml'}:3: model 'vgg16-naive'")
+    assert "never called" in message and "output stays (2, 1000)" in message and "append: add_linear" in message
+
+
+def test_append_keeps_the_seed_state_dict_keys_and_runs_the_module():
+    model = REGISTRY.build_model("vgg16-add-linear", 10)
+    keys = list(model.state_dict())
+    assert keys[-2:] == ["add_linear.weight", "add_linear.bias"]  # as vgg16.add_module('add_linear', ...)
+    assert model.classifier[6].out_features == 1000
+
+
+def test_replace_matches_the_seed_classifier_6_edit():
+    import torchvision
+
+    model = REGISTRY.build_model("vgg16-replace-classifier", 10)
+    seed = torchvision.models.vgg16()
+    seed.classifier[6] = torch.nn.Linear(4096, 10)
+    seed.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_classifier_add_module_appends_inside_the_sequential():
+    model = REGISTRY.build_model("vgg16-classifier-add-linear", 10)
+    assert list(model.classifier._modules)[-1] == "add_linear"
+
+
+# -- registry.yaml errors name file:line ----------------------------------------------------------
+
+BAD_FILES = {
+    "yaml-syntax": ("models:\n  x: [1, 2\n", ":3: invalid YAML"),
+    "unknown-section": ("modles: {}\n", ":1: unknown section(s) ['modles']"),
+    "unknown-base": ("models:\n  mine:\n    base: vgg61\n", ":3: model 'mine': base must be a plugin's model: unknown model 'vgg61'; did you mean 'vgg16'?"),
+    "unknown-layer": ("models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n        layer: Linaer\n        args: [10, 10]\n", ":5: unknown layer 'Linaer': expected a torch.nn class; did you mean 'Linear'?"),
+    "not-a-layer": ("models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n        layer: functional\n", ":5: unknown layer 'functional'"),
+    "two-ops": ("models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, replace: b, layer: ReLU}\n", ":5: an edit needs exactly one of"),
+    "bad-placeholder": ("models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, layer: Linear, args: [10, $classes]}\n", ":5: unknown placeholder '$classes'"),
+    "duplicate-key": ("models:\n  mine:\n    base: tudui\n    base: vgg16\n", ":4: invalid YAML: duplicate key 'base'"),
+    "bad-name": ("models:\n  Mine:\n    base: tudui\n", ":3: invalid model name 'Mine'"),
+    "unknown-key": ("models:\n  mine:\n    base: tudui\n    edit: []\n", ":3: unknown key(s) ['edit']"),
+    "bad-hparams": ("optimizers:\n  fast:\n    base: sgd\n    hparams: [1, 2]\n", ":3: hparams of optimizer 'fast' must be a mapping"),
+    "duplicate-name": ("models:\n  tudui:\n    base: vgg16\n", "registered twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_registry_file_names_the_line(tmp_path, case):
+    text, expected = BAD_FILES[case]
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as caught:
+        get_registry([path])
+    assert expected in str(caught.value)
+    if case != "duplicate-name":
+        assert str(caught.value).startswith(path + ":")
+    else:
+        assert isinstance(caught.value, DuplicateNameError)
+
+
+BAD_BUILDS = {
+    "missing-path": ("replace: classifier.9\n        layer: Linear\n        args: [4096, $num_classes]", "no module 'classifier.9' in the model: classifier has no child '9' (its children: 0, 1, 2, 3, 4, 5, 6)"),
+    "wrong-shape": ("replace: classifier.6\n        layer: Linear\n        args: [4096, 7]", "outputs shape (2, 7) for a batch of 2, expected (2, 10)"),
+    "wrong-arg-type": ("replace: classifier.6\n        layer: Linear\n        args: [4096, ten]", "cannot build Linear(4096, 'ten')"),
+    "wrong-input-width": ("replace: classifier.6\n        layer: Linear\n        args: [1000, $num_classes]", "fails a dry forward pass"),
+    "freeze-nothing": ("freeze: 'head.*'", "matches no parameter"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BUILDS))
+def test_bad_edit_is_refused_when_built(tmp_path, case):
+    edit, expected = BAD_BUILDS[case]
+    path = write(tmp_path, f"models:\n  mine:\n    base: vgg16\n    edits:\n      - {edit}\n")
+    registry = get_registry([path])
+    with pytest.raises(UsageError) as caught:
+        registry.build_model("mine", 10)
+    assert expected in str(caught.value)
+    assert str(caught.value).startswith(path + ":")
+
+
+def test_freeze_and_user_presets(tmp_path, monkeypatch):
+    path = write(tmp_path, """\
+        models:
+          tudui-frozen:
+            base: tudui
+            summary: Tudui with frozen convolutions
+            edits:
+              - freeze: ['model.0.*', 'model.2.*']
+        optimizers:
+          slow-sgd:
+            base: sgd
+            hparams: {lr: 0.001, momentum: 0.5}
+    """)
+    monkeypatch.setenv("ZOO_REGISTRY", path)
+    registry = get_registry()
+    model = registry.build_model("tudui-frozen", 10)
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+    assert frozen == ["model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
+    assert registry.optimizer("slow-sgd").defaults == {"lr": 0.001, "momentum": 0.5}
+    assert registry.model("tudui-frozen").plugin == path

@@ -1,0 +1,506 @@
+"""Checkpoints: atomic writes, safe loads, and enough spec to rebuild the model from the registry.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
+``torch.load(path, weights_only=True)`` opens it and nothing in it can run code::
+
+    {"format": "zoo.checkpoint", "version": 1,
+     "model": state_dict of the bare module after its edits,   # no module./_orig_mod. prefix
+     "optimizer": optimizer.state_dict(), "epoch": epochs completed,
+     "spec": {"model", "optimizer", "hparams", "dataset", "num_classes", "classes",
+              "input_size", "base", "base_classes", "edits", "mean", "std", ...},
+     "metrics": {..., "history": [one metrics.jsonl line per epoch]},
+     "rng": {"torch", "cuda", "numpy", "python", "shuffle"},   # all tensors or plain values
+     "provenance": {"zoo", "torch", "python", "plugins", "created"},
+     "partial": None or the state of an epoch stopped by a signal}
+
+Writes go to a temporary file in the same directory, are flushed and fsynced, then
+``os.replace``d onto the final name, and the directory is fsynced: a crash at any moment
+leaves either the old file or the new one, never half of one. Loads always use
+``weights_only=True``; a file that needs more (a whole pickled model, the seed's "method 1")
+loads only with ``trust=True``, which says what it risks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import random
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from zoo.errors import RunError, UsageError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "atomic_write",
+    "atomic_save",
+    "remove_stale_temp_files",
+    "bare_model",
+    "cpu_copy",
+    "capture_rng",
+    "restore_rng",
+    "provenance",
+    "make_checkpoint",
+    "safe_load",
+    "load_checkpoint",
+    "state_dict_from",
+    "load_state_dict_strict",
+    "model_from_checkpoint",
+]
+
+FORMAT = "zoo.checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("model", "optimizer", "epoch", "spec", "metrics")
+SPEC_KEYS = ("model", "optimizer", "hparams", "dataset", "num_classes", "classes", "input_size")
+_TMP_SUFFIX = ".tmp"
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory (Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``.
+
+    Any failure (a full disk, an exception, a second Ctrl-C) removes the temporary file and
+    leaves whatever was at ``path`` untouched. I/O errors become a :class:`RunError`.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    except OSError as exc:
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = " (the previous file is intact)" if path.exists() else ""
+            raise RunError(f"cannot write {path}: {exc.strerror or exc}{kept}") from exc
+        raise
+    _fsync_directory(directory)
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)``, atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete temporary files a killed writer left for ``names`` (e.g. ``last.pt``)."""
+    removed = []
+    for name in names:
+        for tmp in Path(directory).glob(f".{name}.*{_TMP_SUFFIX}"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+# -- what goes in ---------------------------------------------------------------------------------
+
+
+def bare_model(model: nn.Module) -> nn.Module:
+    """The module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers, whose
+    state_dict keys carry no ``module.``/``_orig_mod.`` prefix."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def cpu_copy(obj: Any) -> Any:
+    """``obj`` with every tensor on the CPU and contiguous, containers rebuilt.
+
+    A checkpoint of CPU tensors loads on any machine even without ``map_location`` (the
+    seed's section 32 trap), and safetensors needs contiguous tensors (channels_last is not).
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu").contiguous()
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [cpu_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(cpu_copy(v) for v in obj)
+    return obj
+
+
+def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a run draws from, as tensors and plain values (``weights_only``-safe).
+
+    ``generator`` is the run's shuffling generator, saved under ``"shuffle"``.
+    """
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    version, internal, gauss_next = random.getstate()
+    state["python"] = {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
+    try:
+        import numpy as np
+    except ImportError:
+        pass
+    else:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    if generator is not None:
+        state["shuffle"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    """Put back what :func:`capture_rng` saved (CUDA states only where the GPUs still match)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+    py = state.get("python")
+    if py:
+        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    npy = state.get("numpy")
+    if npy:
+        import numpy as np
+
+        np.random.set_state(
+            (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+        )
+    if generator is not None and state.get("shuffle") is not None:
+        generator.set_state(state["shuffle"])
+
+
+def provenance() -> dict[str, Any]:
+    """Who wrote a checkpoint: zoo, torch and Python versions and the plugin distributions."""
+    import torchvision
+
+    from zoo import __version__
+    from zoo.plugins import get_plugin_host
+
+    plugins = [
+        {"name": i.name, "distribution": i.distribution, "version": i.version, "builtin": i.builtin, "status": i.status}
+        for i in get_plugin_host().plugin_infos(include_builtin=True)
+    ]
+    return {
+        "zoo": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "plugins": plugins,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def make_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    spec: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    partial: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of CONTRACT.md, on the CPU, keys of the bare (unwrapped) model."""
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"checkpoint spec lacks {missing}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": cpu_copy(bare_model(model).state_dict()),
+        "optimizer": cpu_copy(optimizer.state_dict()),
+        "epoch": int(epoch),
+        "spec": dict(spec),
+        "metrics": dict(metrics),
+        "rng": cpu_copy(dict(rng)),
+        "provenance": provenance(),
+        "partial": cpu_copy(dict(partial)) if partial is not None else None,
+    }
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    """What a file is, from its first bytes, when it is certainly not a torch file."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None  # torch's zip format, or a legacy/plain pickle
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "a text file"
+
+
+def _unsafe_global(message: str) -> str | None:
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def safe_load(
+    path: str | os.PathLike[str],
+    *,
+    map_location: Any = "cpu",
+    trust: bool = False,
+    what: str = "checkpoint",
+) -> Any:
+    """``torch.load(path, weights_only=True, map_location=...)`` with every failure a
+    :class:`UsageError` naming the file and the problem.
+
+    A file that pickles Python objects (``torch.save(model)``, the seed's method 1, or a
+    crafted file) is refused unless ``trust``: then it is loaded with ``weights_only=False``,
+    which runs whatever code the file names, after a warning on stderr.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory, expected a file (e.g. {path / 'last.pt'})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not head:
+        raise UsageError(f"{what} {path} is empty (0 bytes): a write that never finished; use another checkpoint")
+    kind = _sniff(head)
+    if kind == "safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UsageError(f"{what} {path} is a safetensors file: pip install safetensors to read it") from None
+        device = str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
+        try:
+            return load_file(str(path), device=device)
+        except Exception as exc:
+            raise UsageError(f"{what} {path} is a damaged safetensors file: {_one_line(exc)}") from exc
+    if kind is not None:
+        raise UsageError(f"{what} {path} is not a torch file: it looks like {kind}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        message = str(exc)
+        unsafe = _unsafe_global(message)
+        if unsafe is None:
+            problem = "truncated or corrupt" if isinstance(exc, (RuntimeError, EOFError)) else "not a torch file or corrupt"
+            raise UsageError(f"{what} {path} is {problem} ({_one_line(exc)[:160]})") from exc
+        if not trust:
+            raise UsageError(
+                f"{what} {path} refused: it pickles Python objects ({unsafe}), as torch.save(model) "
+                f"does (the seed's method 1); loading it with weights_only=False would run whatever "
+                f"code it names. Pass --trust only if you trust where the file came from, or ask "
+                f"for a state_dict (method 2)"
+            ) from exc
+    print(
+        f"zoo: warning: loading {path} with weights_only=False (--trust): this unpickles {unsafe} "
+        f"and can run arbitrary code with your permissions; only do this for files you made "
+        f"or fully trust",
+        file=sys.stderr,
+    )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # e.g. the pickled class is not importable: the method-1 trap
+        raise UsageError(f"{what} {path} could not be unpickled even with --trust: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: Any = "cpu", trust: bool = False
+) -> dict[str, Any]:
+    """A zoo checkpoint, checked: its format, version and keys. Anything else (a state_dict, a
+    pickled model, a safetensors file) is a :class:`UsageError` that says what it is instead."""
+    obj = safe_load(path, map_location=map_location, trust=trust)
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        version = obj.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise UsageError(
+                f"checkpoint {path} has format version {version!r}; this zoo reads version {VERSION}: upgrade the zoo"
+            )
+        missing = [k for k in REQUIRED_KEYS if k not in obj]
+        spec = obj.get("spec")
+        if not missing and isinstance(spec, Mapping):
+            missing = [f"spec.{k}" for k in SPEC_KEYS if k not in spec]
+        elif not missing:
+            missing = ["spec"]
+        if missing:
+            raise UsageError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
+        return dict(obj)
+    if isinstance(obj, nn.Module):
+        what = f"a whole pickled model ({type(obj).__module__}.{type(obj).__name__}, method 1)"
+        use = f"use its weights with zoo run MODEL OPTIMIZER --weights {path} --trust"
+    elif _is_state_dict(obj):
+        what = f"a plain state_dict ({len(obj)} tensors, e.g. '{next(iter(obj))}')"
+        use = f"use it as base weights with zoo run MODEL OPTIMIZER --weights {path}"
+    else:
+        what = f"a {type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping) else "")
+        use = "expected the last.pt or best.pt of a zoo run directory"
+    raise UsageError(f"{path} is not a zoo checkpoint: it is {what}, with no spec to rebuild the model; {use}")
+
+
+# -- weights into a model ----------------------------------------------------------------------
+
+
+def state_dict_from(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The state_dict inside whatever a weights file held: a state_dict, a zoo checkpoint's
+    ``"model"``, or (trusted) a whole model. ``module.``/``_orig_mod.`` prefixes are removed."""
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        obj = obj.get("model")
+    elif isinstance(obj, nn.Module):
+        obj = bare_model(obj).state_dict()
+    if not _is_state_dict(obj):
+        kind = type(obj).__name__
+        keys = f" (keys {sorted(map(str, obj))[:5]})" if isinstance(obj, Mapping) else ""
+        raise UsageError(f"{source} holds a {kind}{keys}, not a state_dict of tensors")
+    state = dict(obj)
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, target: str) -> None:
+    """``model.load_state_dict(state, strict=True)``, but a mismatch names the first missing,
+    unexpected and wrongly shaped keys (``source`` is the file, ``target`` the model)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_first(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {_first(shapes, 2)}")
+    if problems:
+        raise UsageError(f"{source} does not fit {target}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _edit_from_json(raw: Mapping[str, Any], where: str) -> Any:
+    """An ``Edit`` from its ``as_json()`` form, re-validated (torch.nn layers only)."""
+    from zoo.edits import parse_edit
+
+    op = raw.get("op")
+    if op == "freeze":
+        return parse_edit({"freeze": list(raw.get("patterns", []))}, where)
+    form: dict[str, Any] = {"layer": raw.get("layer"), "args": list(raw.get("args", [])), "kwargs": dict(raw.get("kwargs", {}))}
+    if op == "replace":
+        form["replace"] = raw.get("path")
+    elif op == "append":
+        form["append"] = raw.get("name")
+    elif op == "add_module":
+        form["add_module"] = raw.get("name")
+        if raw.get("path"):
+            form["to"] = raw["path"]
+    else:
+        raise UsageError(f"{where}: unknown edit {op!r}")
+    return parse_edit(form, where)
+
+
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any], *, source: str = "checkpoint", registry: Any = None, load: bool = True
+) -> nn.Module:
+    """Rebuild the checkpoint's model from the registry (base + edits) and load its weights
+    strictly: no pickled class is needed, so the seed's method-1 trap cannot happen.
+
+    A variant is rebuilt from the base model and the edits recorded in the checkpoint, so it
+    still loads when the variant's registry file is absent or has changed since.
+    """
+    from zoo.edits import apply_edits
+    from zoo.registry import get_registry, resolve
+
+    registry = registry if registry is not None else get_registry()
+    spec = checkpoint["spec"]
+    name, num_classes = spec["model"], int(spec["num_classes"])
+    base = spec.get("base")
+    recorded = spec.get("edits") or []
+    entry = registry.models.get(name)
+    same = entry is not None and [e.as_json() for e in entry.edits] == [dict(e) for e in recorded]
+    if entry is not None and (same or not base):
+        model = registry.build_model(name, num_classes, check=False)
+    elif base and base in registry.models:
+        base_entry = registry.models[base]
+        builder = resolve(base_entry.builder, f"model '{base}' (plugin '{base_entry.plugin}')")
+        edits = tuple(_edit_from_json(e, f"{source} (edits of '{name}')") for e in recorded)
+        model, _ = apply_edits(builder(spec.get("base_classes") or num_classes), edits, num_classes, where=source)
+    else:
+        missing = base if base else name
+        plugin = spec.get("plugin")
+        hint = f" (it came from plugin '{plugin}': install it, then zoo plugins)" if plugin else " (zoo plugins)"
+        raise UsageError(f"{source} needs model '{missing}', which this zoo does not have{hint}")
+    if load:
+        load_state_dict_strict(model, checkpoint["model"], source=str(source), target=f"model '{name}'")
+    return model

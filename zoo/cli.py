@@ -1,0 +1,494 @@
+"""The ``zoo`` command line: argparse in front, one line and an exit code for every error.
+
+Only what a command needs is imported: ``zoo list`` and ``zoo plugins`` never import torch.
+Exit codes (CONTRACT.md): 0 success, 1 run-time failure, 2 usage or bad input, 130 SIGINT,
+143 SIGTERM. Errors are one ``zoo: error:`` line on stderr; ``ZOO_DEBUG=1`` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from zoo import __version__
+from zoo.errors import UsageError, ZooError
+
+EPILOG = "Errors exit 2 for bad input, 1 for run-time failures. ZOO_DEBUG=1 shows tracebacks."
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors in the zoo's one-line form (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"zoo: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from zoo.registry import get_registry
+
+    return get_registry(getattr(args, "registry", None) or ())
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+# -- registry commands ------------------------------------------------------------------------
+
+KIND_ARGS = {"models": "model", "optimizers": "optimizer", "datasets": "dataset"}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kind, pattern = None, args.pattern
+    if args.kind in KIND_ARGS:
+        kind = KIND_ARGS[args.kind]
+    elif args.kind is not None:
+        if pattern is not None:
+            raise UsageError(f"unknown kind '{args.kind}': expected models, optimizers or datasets")
+        pattern = args.kind  # `zoo list 'vgg*'`: a pattern over every kind
+    entries = list(_registry(args).entries(kind, pattern))
+    rows = [{"kind": e.kind, "name": e.name, "plugin": e.plugin, "summary": e.summary} for e in entries]
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        print(_table([[r["kind"], r["name"], r["plugin"], r["summary"]] for r in rows], ["kind", "name", "plugin", "summary"]))
+    else:
+        print(f"nothing matches {pattern!r}" if pattern else "nothing registered", file=sys.stderr)
+    return 0
+
+
+def _show_model(registry: Any, entry: Any, num_classes: int | None) -> dict[str, Any]:
+    dataset = registry.datasets.get(entry.default_dataset or "")
+    classes = num_classes or (dataset.num_classes if dataset and dataset.num_classes else 10)
+    # build_model's dry forward pass proves the output is (batch, classes) before we get here
+    model = registry.build_model(entry.name, classes)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "kind": "model",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "source": entry.source,
+        "base": entry.base,
+        "base_classes": entry.base_classes,
+        "edits": [e.as_json() | {"text": str(e)} for e in entry.edits],
+        "input_size": list(entry.input_size),
+        "default_dataset": entry.default_dataset,
+        "num_classes": classes,
+        "parameters": params,
+        "trainable_parameters": trainable,
+        "output_shape": ["batch", classes],
+        "architecture": str(model),
+    }
+
+
+def _show_optimizer(registry: Any, entry: Any) -> dict[str, Any]:
+    from zoo.hparams import optimizer_params
+
+    factory = registry.optimizer_factory(entry.name)
+    params, var_kw = optimizer_params(factory)
+    rows = []
+    for p in params:
+        row: dict[str, Any] = {"name": p.name, "type": p.kind, "default": None if p.required else p.default, "required": p.required}
+        if p.name in entry.defaults:
+            row["zoo_default"] = entry.defaults[p.name]
+        rows.append(row)
+    target = f"{factory.__module__}.{factory.__qualname__}" if hasattr(factory, "__qualname__") else repr(factory)
+    return {
+        "kind": "optimizer",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "factory": target,
+        "base": entry.base,
+        "defaults": entry.defaults,
+        "parameters": rows,
+        "accepts_extra_keywords": var_kw,
+    }
+
+
+def _show_dataset(entry: Any) -> dict[str, Any]:
+    return {
+        "kind": "dataset",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "num_classes": entry.num_classes,
+        "input_size": list(entry.input_size),
+        "classes": list(entry.classes) if entry.classes else None,
+    }
+
+
+def _print_shown(info: dict[str, Any]) -> None:
+    where = f"plugin '{info['plugin']}'" + (f", {info['source']}" if info.get("source") else "")
+    print(f"{info['kind']} {info['name']}  ({where})")
+    if info["summary"]:
+        print(f"  {info['summary']}")
+    if info["kind"] == "model":
+        if info["base"]:
+            built = f", built with {info['base_classes']} outputs" if info["base_classes"] else ""
+            print(f"base: {info['base']}{built}")
+            print("edits:")
+            for edit in info["edits"]:
+                print(f"  - {edit['text']}")
+        print(f"input size: {tuple(info['input_size'])}; default dataset: {info['default_dataset']}")
+        print(f"output shape: (batch, {info['output_shape'][1]}) for {info['num_classes']} classes")
+        print(f"parameters: {info['parameters']:,} ({info['trainable_parameters']:,} trainable)")
+        print("architecture:")
+        print(info["architecture"])
+    elif info["kind"] == "optimizer":
+        print(f"factory: {info['factory']}")
+        rows = []
+        for p in info["parameters"]:
+            default = "required" if p["required"] else repr(p["default"])
+            zoo_default = repr(p["zoo_default"]) if "zoo_default" in p else ""
+            rows.append([p["name"], p["type"], default, zoo_default])
+        print(_table(rows, ["parameter", "type", "default", "zoo default"]))
+        print(f"set with: zoo run MODEL {info['name']} --lr F --opt KEY=VALUE")
+    else:
+        classes = info["num_classes"] if info["num_classes"] is not None else "read from the data"
+        print(f"classes: {classes}; input size: {tuple(info['input_size'])}")
+        if info["classes"]:
+            print(f"class names: {', '.join(info['classes'])}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    shown = []
+    for entry in registry.find(args.name):
+        if entry.kind == "model":
+            shown.append(_show_model(registry, entry, args.num_classes))
+        elif entry.kind == "optimizer":
+            shown.append(_show_optimizer(registry, entry))
+        else:
+            shown.append(_show_dataset(entry))
+    if args.json:
+        _print_json(shown[0] if len(shown) == 1 else shown)
+    else:
+        for i, info in enumerate(shown):
+            if i:
+                print()
+            _print_shown(info)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)  # calling the register hooks is what reveals a failing plugin
+    infos = registry.host.plugin_infos(include_builtin=args.all)
+    if args.json:
+        _print_json([i.as_json() for i in infos])
+        return 0
+    if not infos:
+        print("no third-party plugins installed (zoo plugins --all shows the built-ins)", file=sys.stderr)
+        return 0
+    rows = []
+    for i in infos:
+        status = i.status + (" (built-in)" if i.builtin else "")
+        detail = i.error if i.status == "failed" else ", ".join(i.hooks)
+        rows.append([i.name, i.version or "-", status, detail or ""])
+    print(_table(rows, ["name", "version", "status", "hooks / error"]))
+    return 0
+
+
+def _pip(action: list[str], packages: Sequence[str]) -> int:
+    import subprocess
+
+    command = [sys.executable, "-m", "pip", *action, *packages]
+    print(f"zoo: running {' '.join(command)}", file=sys.stderr)
+    code = subprocess.call(command)
+    if code:
+        raise ZooError(f"pip {action[0]} failed with exit code {code}")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    return _pip(["install", *(["--upgrade"] if args.upgrade else []), *(["-e"] if args.editable else [])], args.packages)
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _pip(["uninstall", "-y"], args.packages)
+
+
+# -- training and checkpoints --------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from zoo.hparams import parse_opt_pairs
+    from zoo.runner import RunConfig, run
+
+    config = RunConfig(
+        model=args.model,
+        optimizer=args.optimizer,
+        data=args.data,
+        data_dir=args.data_dir,
+        download=args.download,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        opts=parse_opt_pairs(args.opt or []),
+        device=args.device,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        weights=args.weights,
+        limit_train=args.limit_train,
+        limit_val=args.limit_val,
+        workers=args.workers,
+        amp=args.amp,
+        compile=args.compile,
+        tensorboard=args.tensorboard,
+        quiet=args.quiet,
+        registry_files=tuple(args.registry or ()),
+        trust=args.trust,
+        nproc=args.nproc,
+    )
+    summary = run(config)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from zoo.runner import validate
+
+    result = validate(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        limit_val=args.limit_val,
+        trust=args.trust,
+        registry_files=tuple(args.registry or ()),
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"val_loss {result['val_loss']:.4f}  val_accuracy {result['val_accuracy']:.4f}  samples {result['samples']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from zoo.predict import predict
+
+    results, errors = predict(args.checkpoint, args.images, device=args.device, top=args.top, trust=args.trust)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: {r['label']} ({r['probability']:.3f})")
+    for line in errors:
+        print(f"zoo: error: {line}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import export
+
+    path = export(args.checkpoint, args.format, args.output, trust=args.trust)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from zoo.check import run_check
+
+    def show(row: dict[str, Any]) -> None:
+        if not args.json:
+            reason = f"  {row['reason']}" if row.get("reason") else ""
+            print(f"{row['model']:<30} {row['optimizer']:<14} {row['status']:<12} {row['seconds']:6.2f}s{reason}", flush=True)
+
+    rows = run_check(
+        models=args.models,
+        optimizers=args.optimizers,
+        budget_s=args.budget_s,
+        registry=_registry(args),
+        on_row=show,
+    )
+    if args.json:
+        _print_json(rows)
+    return 1 if any(r["status"] == "error" for r in rows) else 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> ArgumentParser:
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--registry", action="append", metavar="PATH",
+                        help="an extra registry.yaml layered over the built-in one (repeatable; also ZOO_REGISTRY)")
+
+    parser = ArgumentParser(
+        prog="zoo",
+        description="A plugin-based PyTorch model zoo: list what the registry holds, train any model x optimizer pair.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="list registered models, optimizers and datasets",
+                       description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').")
+    p.add_argument("kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
+    p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="show a model's architecture or an optimizer's parameters",
+                       description="A model: architecture, parameter count, output shape, edits. An optimizer: its parameters and defaults.")
+    p.add_argument("name")
+    p.add_argument("--num-classes", type=positive_int, help="build the model for this many classes (default: its dataset's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plugins", parents=[common], help="list installed plugins",
+                       description="Installed plugins, their hooks and status. Built-ins only with --all.")
+    p.add_argument("--all", action="store_true", help="include the built-in plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("install", help="pip install plugin packages into this zoo's Python",
+                       description="Run pip install in the interpreter that runs zoo.")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("-U", "--upgrade", action="store_true")
+    p.add_argument("-e", "--editable", action="store_true", help="install a local project in editable mode")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser("uninstall", help="pip uninstall plugin packages", description="Run pip uninstall -y in the interpreter that runs zoo.")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.set_defaults(func=cmd_uninstall)
+
+    p = sub.add_parser("run", parents=[common], help="train MODEL with OPTIMIZER, validating and checkpointing each epoch",
+                       description="Train, validate each epoch, checkpoint to the run directory.", epilog=EPILOG)
+    p.add_argument("model")
+    p.add_argument("optimizer")
+    p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and vgg16)")
+    p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs in all, counting resumed ones (default 10)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="an optimizer hyper-parameter, checked against its signature (repeatable)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (auto: CUDA when available)")
+    p.add_argument("--seed", type=int, default=0, help="default 0: the same command gives the same weights on CPU")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
+    p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
+    p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
+    p.add_argument("--nproc", type=positive_int, default=1, help="worker processes (distributed)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
+    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under the run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--trust", action="store_true", help="allow loading pickled (method-1) files: this can run arbitrary code")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", parents=[common], help="loss and accuracy of a checkpoint",
+                       description="Validate a checkpoint on its dataset (or --data).")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", metavar="NAME")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--limit-val", type=positive_int, metavar="N")
+    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("predict", parents=[common], help="classify image files with a checkpoint",
+                       description="Classify images (any PIL format: RGBA, grayscale, palette, JPEG) with a checkpoint.")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="the K most likely classes")
+    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", parents=[common], help="export a checkpoint's model",
+                       description="state-dict: torch.save(model.state_dict()) (method 2); full: torch.save(model) "
+                                   "(method 1: loading it runs pickled code, trusted use only); safetensors.")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["state-dict", "full", "safetensors"])
+    p.add_argument("-o", "--output", required=True, metavar="PATH")
+    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check", parents=[common], help="one training step per model x optimizer pair",
+                       description="One training step (batch 2, synthetic data) per model x optimizer pair, each within a time budget.")
+    p.add_argument("--models", default="*", metavar="GLOB")
+    p.add_argument("--optimizers", default="*", metavar="GLOB")
+    p.add_argument("--budget-s", type=positive_float, default=10.0, metavar="S", help="seconds per pair before it is a timeout (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ZooError as exc:
+        if debug:
+            raise
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("zoo: error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `zoo list | head`
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        text = " ".join(str(exc).split())
+        print(f"zoo: error: internal error: {type(exc).__name__}: {text} (ZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
