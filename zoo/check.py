@@ -1,0 +1,151 @@
+"""``zoo check``: one training step for every model x optimizer pair, on synthetic data.
+
+Each pair is first put through the preflight (a misfit or a pair that cannot fit in memory is
+``incompatible`` without running anything), then takes its step in a forked child process
+that is killed at the pair's deadline: one L-BFGS or Muon step on VGG16 can take minutes, and a
+check must not wait for it. The model is built once in the parent; each child inherits it
+copy-on-write and updates only its own copy, so every optimizer starts from the same initial
+weights without a state_dict copy and the parent's model is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from zoo.errors import UsageError, ZooError
+from zoo.preflight import IncompatibleError, WontFitError, preflight
+from zoo.registry import OptimizerEntry, Registry, get_registry
+
+__all__ = ["run_check", "BATCH_SIZE", "NUM_CLASSES"]
+
+BATCH_SIZE = 2
+NUM_CLASSES = 10
+
+Row = dict[str, Any]
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, ZooError):  # the zoo's own messages already say what went wrong
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _row(model: str, optimizer: str, status: str, reason: str | None, seconds: float) -> Row:
+    return {"model": model, "optimizer": optimizer, "status": status, "reason": reason, "seconds": round(seconds, 3)}
+
+
+def _step(conn: Any, train_step: Callable[..., torch.Tensor], model: nn.Module, factory: Any,
+          hparams: dict[str, Any], inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """The child's work: build the optimizer, take one step, send ``(status, reason)``."""
+    try:
+        warnings.simplefilter("ignore")  # the rows are the output; torch's warnings would garble them
+        optimizer = factory([p for p in model.parameters() if p.requires_grad], **hparams)
+        loss = float(train_step(model, optimizer, nn.CrossEntropyLoss(), inputs, targets))
+        result = ("ok", None) if math.isfinite(loss) else ("error", f"the loss is {loss} on the first step")
+    except BaseException as exc:  # anything the step raises is this pair's result
+        result = ("error", _one_line(exc))
+    conn.send(result)
+    conn.close()
+
+
+def _died(exitcode: int | None) -> str:
+    if exitcode == -9:
+        return "the step's process was killed (SIGKILL: out of memory?)"
+    return f"the step's process exited with code {exitcode} without a result"
+
+
+def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, inputs: torch.Tensor,
+              targets: torch.Tensor, budget_s: float, train_step: Callable[..., torch.Tensor]) -> tuple[str, str | None]:
+    try:
+        factory = registry.optimizer_factory(entry.name)
+        hparams = dict(entry.defaults)
+        preflight(model, entry.name, factory, hparams, "cpu")
+    except (IncompatibleError, WontFitError) as exc:
+        return "incompatible", str(exc)
+    except Exception as exc:
+        return "error", _one_line(exc)
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_step, args=(send, train_step, model, factory, hparams, inputs, targets),
+                            daemon=True)
+    deadline = time.monotonic() + budget_s
+    child.start()
+    send.close()  # keep only the child's end open, so its death reads as EOF
+    try:
+        if not receive.poll(max(0.0, deadline - time.monotonic())):
+            return "timeout", f"no result within the {budget_s:g} s budget; the step was stopped"
+        try:
+            return receive.recv()
+        except EOFError:
+            child.join()
+            return "error", _died(child.exitcode)
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+
+
+def run_check(
+    *,
+    models: str = "*",
+    optimizers: str = "*",
+    budget_s: float = 5.0,
+    registry: Registry | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """One training step (batch of 2 random inputs in the model's input size, random labels
+    below 10) for every model x optimizer pair whose names match the globs.
+
+    Returns rows ``{"model", "optimizer", "status", "reason", "seconds"}`` with status ``ok``,
+    ``incompatible`` (refused by the preflight: the reason says why), ``timeout`` (no result
+    within ``budget_s``; the step is killed, not waited for) or ``error`` (the exception).
+    ``on_row`` is called with each row as soon as its pair finishes.
+    """
+    from zoo.runner import train_step
+
+    registry = registry or get_registry()
+    model_entries = list(registry.entries("model", models))
+    optimizer_entries = list(registry.entries("optimizer", optimizers))
+    if not model_entries:
+        raise UsageError(f"no model matches '{models}' (zoo list models)")
+    if not optimizer_entries:
+        raise UsageError(f"no optimizer matches '{optimizers}' (zoo list optimizers)")
+    if not budget_s > 0:
+        raise UsageError(f"the time budget must be positive, got {budget_s:g} s")
+
+    rows: list[Row] = []
+
+    def emit(row: Row) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    for model_entry in model_entries:
+        model = None  # drop the previous model before building the next: VGG16 is 0.5 GiB
+        start = time.perf_counter()
+        try:
+            model = registry.build_model(model_entry.name, NUM_CLASSES)
+        except Exception as exc:
+            reason = f"the model failed to build: {_one_line(exc)}"
+            for optimizer_entry in optimizer_entries:
+                emit(_row(model_entry.name, optimizer_entry.name, "error", reason, time.perf_counter() - start))
+            continue
+        model.train()
+        generator = torch.Generator().manual_seed(0)
+        inputs = torch.randn((BATCH_SIZE, *model_entry.input_size), generator=generator)
+        targets = torch.randint(0, NUM_CLASSES, (BATCH_SIZE,), generator=generator)
+        for optimizer_entry in optimizer_entries:
+            start = time.perf_counter()
+            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, train_step)
+            emit(_row(model_entry.name, optimizer_entry.name, status, reason, time.perf_counter() - start))
+    return rows
