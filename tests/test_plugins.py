@@ -76,9 +76,10 @@ def host_with(monkeypatch, site: Path) -> PluginHost:
 def test_builtins_load_through_entry_points():
     host = get_plugin_host()
     builtins = {i.name: i for i in host.plugin_infos(include_builtin=True) if i.builtin}
-    assert set(builtins) == {"tudui", "vgg", "torch-optim", "datasets"}
+    assert set(builtins) == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard"}
     assert all(i.status == "ok" and i.distribution == "tudui-zoo" for i in builtins.values())
     assert builtins["torch-optim"].hooks == ["register_optimizers"]
+    assert builtins["tensorboard"].hooks == ["on_epoch_end", "on_run_end", "on_run_start"]
 
 
 def test_third_party_plugin_registers(monkeypatch, plugin_dist):
@@ -257,4 +258,4 @@ def test_example_plugin_installs_and_lists(zoo_cli, example_site):
     assert plugins == [{"name": "example", "version": "1.0.0", "status": "ok", "error": None, "builtin": False,
                         "hooks": ["on_epoch_end", "register_datasets", "register_models", "register_optimizers"]}]
     everything = json.loads(zoo_cli("plugins", "--all", "--json").stdout)
-    assert {p["name"] for p in everything if p["builtin"]} == {"tudui", "vgg", "torch-optim", "datasets"}
+    assert {p["name"] for p in everything if p["builtin"]} == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard"}

@@ -6,6 +6,12 @@ that is killed at the pair's deadline: one L-BFGS or Muon step on VGG16 can take
 check must not wait for it. The model is built once in the parent; each child inherits it
 copy-on-write and updates only its own copy, so every optimizer starts from the same initial
 weights without a state_dict copy and the parent's model is never touched.
+
+GNU OpenMP, torch's CPU thread pool, is not fork-safe: once a process has run a parallel region,
+a forked child that starts one waits forever for pool threads it did not inherit. So the parent
+runs single-threaded while checking, and a throwaway child probes whether children can use all
+threads (they can unless something earlier in this process already ran multi-threaded ops; then
+they use one).
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import RunError, UsageError, ZooError
 from zoo.preflight import IncompatibleError, WontFitError, preflight
-from zoo.registry import OptimizerEntry, Registry, get_registry
+from zoo.registry import ModelEntry, OptimizerEntry, Registry, get_registry
 
 __all__ = ["run_check", "BATCH_SIZE", "NUM_CLASSES"]
 
 BATCH_SIZE = 2
 NUM_CLASSES = 10
+_PROBE_S = 1.0  # a healthy probe takes milliseconds; a deadlocked one never ends (slow: one thread)
+_fork_unsafe = False  # this process has run a multi-threaded OpenMP region
+# Below this many parameters a batch-2 step is milliseconds of work and a second thread only
+# adds synchronisation: on the 2-core VM a Tudui step took 10 ms on one thread and up to 0.5 s
+# on two (which made L-BFGS's 20 evaluations overrun the budget).
+_SMALL_MODEL = 1_000_000
 
 Row = dict[str, Any]
 
@@ -42,10 +54,40 @@ def _row(model: str, optimizer: str, status: str, reason: str | None, seconds: f
     return {"model": model, "optimizer": optimizer, "status": status, "reason": reason, "seconds": round(seconds, 3)}
 
 
-def _step(conn: Any, train_step: Callable[..., torch.Tensor], model: nn.Module, factory: Any,
+def _probe(threads: int) -> None:
+    torch.set_num_threads(threads)
+    torch.ones(1 << 20).add_(1)  # an elementwise parallel_for
+    torch.ones(512, 512) @ torch.ones(512, 512)  # BLAS's own use of the pool
+
+
+def _child_threads(threads: int) -> int:
+    """How many intra-op threads a forked child can use without deadlocking."""
+    global _fork_unsafe
+    if threads <= 1 or _fork_unsafe:
+        return 1
+    probe = multiprocessing.get_context("fork").Process(target=_probe, args=(threads,), daemon=True)
+    probe.start()
+    probe.join(_PROBE_S)
+    if probe.is_alive():
+        probe.kill()
+        probe.join()
+    _fork_unsafe = probe.exitcode != 0  # once the pool exists it stays: no need to probe again
+    return 1 if _fork_unsafe else threads
+
+
+def _warm_up(train_step: Callable[..., torch.Tensor]) -> None:
+    """The first optimizer step of a process imports some 900 modules (2 s here): take it once
+    in the parent, so that every child inherits them instead of paying again."""
+    tiny = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(tiny.parameters())
+    train_step(tiny, optimizer, nn.CrossEntropyLoss(), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+
+
+def _step(conn: Any, threads: int, train_step: Callable[..., torch.Tensor], model: nn.Module, factory: Any,
           hparams: dict[str, Any], inputs: torch.Tensor, targets: torch.Tensor) -> None:
     """The child's work: build the optimizer, take one step, send ``(status, reason)``."""
     try:
+        torch.set_num_threads(threads)
         warnings.simplefilter("ignore")  # the rows are the output; torch's warnings would garble them
         optimizer = factory([p for p in model.parameters() if p.requires_grad], **hparams)
         loss = float(train_step(model, optimizer, nn.CrossEntropyLoss(), inputs, targets))
@@ -63,7 +105,8 @@ def _died(exitcode: int | None) -> str:
 
 
 def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, inputs: torch.Tensor,
-              targets: torch.Tensor, budget_s: float, train_step: Callable[..., torch.Tensor]) -> tuple[str, str | None]:
+              targets: torch.Tensor, budget_s: float, threads: int,
+              train_step: Callable[..., torch.Tensor]) -> tuple[str, str | None]:
     try:
         factory = registry.optimizer_factory(entry.name)
         hparams = dict(entry.defaults)
@@ -75,7 +118,7 @@ def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, input
 
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_step, args=(send, train_step, model, factory, hparams, inputs, targets),
+    child = context.Process(target=_step, args=(send, threads, train_step, model, factory, hparams, inputs, targets),
                             daemon=True)
     deadline = time.monotonic() + budget_s
     child.start()
@@ -122,7 +165,22 @@ def run_check(
         raise UsageError(f"no optimizer matches '{optimizers}' (zoo list optimizers)")
     if not budget_s > 0:
         raise UsageError(f"the time budget must be positive, got {budget_s:g} s")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise RunError("zoo check runs each step in a forked process, and this platform cannot fork")
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        child_threads = _child_threads(threads)
+        _warm_up(train_step)
+        return _check_all(registry, model_entries, optimizer_entries, budget_s, child_threads, train_step, on_row)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_all(registry: Registry, model_entries: list[ModelEntry], optimizer_entries: list[OptimizerEntry],
+               budget_s: float, threads: int, train_step: Callable[..., torch.Tensor],
+               on_row: Callable[[Row], None] | None) -> list[Row]:
     rows: list[Row] = []
 
     def emit(row: Row) -> None:
@@ -141,11 +199,12 @@ def run_check(
                 emit(_row(model_entry.name, optimizer_entry.name, "error", reason, time.perf_counter() - start))
             continue
         model.train()
+        model_threads = threads if sum(p.numel() for p in model.parameters()) >= _SMALL_MODEL else 1
         generator = torch.Generator().manual_seed(0)
         inputs = torch.randn((BATCH_SIZE, *model_entry.input_size), generator=generator)
         targets = torch.randint(0, NUM_CLASSES, (BATCH_SIZE,), generator=generator)
         for optimizer_entry in optimizer_entries:
             start = time.perf_counter()
-            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, train_step)
+            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, model_threads, train_step)
             emit(_row(model_entry.name, optimizer_entry.name, status, reason, time.perf_counter() - start))
     return rows

@@ -29,6 +29,7 @@ import random
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Mapping
 
@@ -80,6 +81,12 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``.
 
@@ -94,6 +101,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -220,8 +228,8 @@ def provenance() -> dict[str, Any]:
     ]
     return {
         "zoo": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion object would need weights_only=False
+        "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
         "plugins": plugins,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -330,13 +338,20 @@ def safe_load(
     if kind is not None:
         raise UsageError(f"{what} {path} is not a torch file: it looks like {kind}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says more
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         message = str(exc)
         unsafe = _unsafe_global(message)
         if unsafe is None:
-            problem = "truncated or corrupt" if isinstance(exc, (RuntimeError, EOFError)) else "not a torch file or corrupt"
-            raise UsageError(f"{what} {path} is {problem} ({_one_line(exc)[:160]})") from exc
+            if isinstance(exc, (RuntimeError, EOFError)):
+                problem = f"truncated or corrupt ({_one_line(exc)[:160]})"
+            elif "Unsupported operand" in message:  # pickle opcodes torch never writes
+                problem = "not a torch file: a plain pickle (or corrupt), which the zoo does not unpickle"
+            else:
+                problem = f"not a torch file or corrupt ({_one_line(exc)[:160]})"
+            raise UsageError(f"{what} {path} is {problem}") from exc
         if not trust:
             raise UsageError(
                 f"{what} {path} refused: it pickles Python objects ({unsafe}), as torch.save(model) "

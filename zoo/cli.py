@@ -352,6 +352,52 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "error" for r in rows) else 0
 
 
+# -- looking at runs (metrics.jsonl, config.yaml, status.json: never torch) -----------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from zoo.plot import plot_runs
+
+    path = plot_runs(args.run_dirs, args.output)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _when(started: str | None) -> str:
+    """An ISO time as local time to the minute, for a table cell."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat((started or "").replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return started or "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from zoo.runs import list_runs
+
+    rows = list_runs(args.dir)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no runs under '{args.dir}' (zoo run writes them there)", file=sys.stderr)
+        return 0
+    headers = ["run", "model", "optimizer", "dataset", "epochs", "best acc", "status", "started"]
+    table = []
+    for r in rows:
+        best = "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.1%}"
+        epochs = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
+        table.append([r["run_dir"], r["model"] or "-", r["optimizer"] or "-", r["dataset"] or "-", epochs,
+                      best, r["status"], _when(r["started"])])
+    if any(r["error"] for r in rows):
+        headers.append("error")
+        for cells, r in zip(table, rows):
+            cells.append(r["error"] or "")
+    print(_table(table, headers))
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -464,6 +510,22 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--budget-s", type=positive_float, default=10.0, metavar="S", help="seconds per pair before it is a timeout (default 10)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plot", help="loss and accuracy curves of runs, as a PNG",
+                       description="Draw train/validation loss and validation accuracy per epoch of one or more runs "
+                                   "(from metrics.jsonl), overlaid, as a PNG. Needs matplotlib: pip install 'tudui-zoo[plot]'.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", metavar="FILE.png",
+                   help="where to write (default: RUN_DIR/curves.png for one run, ./runs-curves.png for several)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("runs", help="list runs: model, optimizer, dataset, epochs, best accuracy, status",
+                       description="The run directories under DIR, oldest first, with their status "
+                                   "(running, finished, interrupted, failed) and best validation accuracy.")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default: runs)")
+    p.add_argument("--json", action="store_true", help="a JSON array of {run_dir, model, optimizer, dataset, epochs, "
+                                                      "epochs_done, best_val_accuracy, status, started, error}")
+    p.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -71,6 +71,7 @@ class MemoryEstimate:
     optimizer_state: int
     state_detail: str
     trainable_numel: int
+    kind: str | None = None  # the torch.optim class whose state was counted; None: unknown
 
     @property
     def total(self) -> int:
@@ -105,7 +106,8 @@ def _torch_base(cls: type | None) -> str | None:
     """The name of the first ``torch.optim`` class in ``cls``'s ancestry: a subclass of AdamW
     keeps AdamW's state."""
     for klass in getattr(cls, "__mro__", ()):
-        if klass.__module__.startswith("torch.optim") and klass is not torch.optim.Optimizer:
+        module = klass.__module__
+        if (module == "torch.optim" or module.startswith("torch.optim.")) and klass is not torch.optim.Optimizer:
             return klass.__name__
     return None
 
@@ -184,12 +186,17 @@ def estimate_memory(model: nn.Module, optimizer_name: str, factory: Any, hparams
     included); keys it lacks take the signature's defaults. Works on ``meta`` models.
     """
     trainable = [p for _, p in _trainable(model)]
-    cls = _optimizer_class(factory)
-    if cls is None and trainable:  # a plain function: learn its class from a storage-free instance
-        built = _construct(factory, trainable, hparams, meta_only=True)
-        cls = type(built) if isinstance(built, torch.optim.Optimizer) else None
-    hp = _effective_hparams(cls, factory, hparams)
-    state, detail = _state(_torch_base(cls), hp, trainable, optimizer_name)
+    # A storage-free instance tells the class and the hyper-parameters it really runs with,
+    # including any a factory function sets itself; the signatures are the fallback.
+    built = _construct(factory, trainable, hparams, meta_only=True) if trainable else None
+    if isinstance(built, torch.optim.Optimizer):
+        cls: type | None = type(built)
+        hp = {**built.defaults, **{k: v for k, v in built.param_groups[0].items() if k != "params"}}
+    else:
+        cls = _optimizer_class(factory)
+        hp = _effective_hparams(cls, factory, hparams)
+    kind = _torch_base(cls)
+    state, detail = _state(kind, hp, trainable, optimizer_name)
     return MemoryEstimate(
         parameters=sum(_nbytes(p) for p in model.parameters()),
         buffers=sum(_nbytes(b) for b in model.buffers()),
@@ -197,6 +204,7 @@ def estimate_memory(model: nn.Module, optimizer_name: str, factory: Any, hparams
         optimizer_state=state,
         state_detail=detail,
         trainable_numel=sum(p.numel() for p in trainable),
+        kind=kind,
     )
 
 
@@ -373,8 +381,10 @@ def preflight(model: nn.Module, optimizer_name: str, factory: Any, hparams: dict
     one = estimate.gradients  # one copy of the trainable parameters
     base = need - estimate.optimizer_state  # everything but the optimizer's state
     fixes: list[str] = []
-    if "history_size" in estimate.state_detail and one:
-        fits = math.floor((available - base - 3 * one) / (2 * one))
+    if estimate.kind == "LBFGS" and one:
+        # state = fixed + 2 x history_size copies: find `fixed` from a history of 1
+        fixed = estimate_memory(model, optimizer_name, factory, {**hparams, "history_size": 1}).optimizer_state - 2 * one
+        fits = math.floor((available - base - fixed) / (2 * one))
         if fits >= 1:
             fixes.append(f"--opt history_size={min(fits, 10)} (at most {fits} fits)")
     for other, copies in (("adamw", 2), ("sgd", 0)):

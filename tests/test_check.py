@@ -1,0 +1,142 @@
+"""zoo check: one step per model x optimizer pair, each in a forked child under a time budget."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from zoo import preflight as pf
+from zoo.check import run_check
+from zoo.errors import UsageError
+from zoo.registry import ModelEntry, OptimizerEntry, Registry
+
+
+class Sleepy(torch.optim.SGD):
+    """A step that takes far longer than any budget."""
+
+    def step(self, closure=None):
+        time.sleep(60)
+
+
+class Boom(torch.optim.SGD):
+    """A step that fails, naming the weights it started from."""
+
+    def step(self, closure=None):
+        total = sum(float(p.detach().double().sum()) for group in self.param_groups for p in group["params"])
+        raise RuntimeError(f"boom at {total:.12f}")
+
+
+class Vanish(torch.optim.SGD):
+    """A step whose process dies without a word, as under the OOM killer."""
+
+    def step(self, closure=None):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tiny(num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, num_classes))
+
+
+def broken(num_classes: int) -> nn.Module:
+    raise ValueError("weights file is missing")
+
+
+def make_registry(*optimizers: tuple[str, object]) -> Registry:
+    registry = Registry()
+    registry.add(ModelEntry("tiny", "tests", tiny, input_size=(3, 4, 4)))
+    for name, factory in optimizers:
+        registry.add(OptimizerEntry(name, "tests", factory, defaults={"lr": 0.1}))
+    return registry
+
+
+def test_tudui_with_builtin_optimizers():
+    seen = []
+    rows = run_check(models="tudui", optimizers="[alms]*", budget_s=30, on_row=seen.append)
+    assert seen == rows
+    status = {row["optimizer"]: row["status"] for row in rows}
+    assert status == {"adadelta": "ok", "adafactor": "ok", "adagrad": "ok", "adam": "ok", "adam-lr3e-4": "ok",
+                      "adamax": "ok", "adamw": "ok", "asgd": "ok", "lbfgs": "ok", "muon": "incompatible",
+                      "sgd": "ok", "sgd-momentum": "ok", "sparseadam": "incompatible"}
+    for row in rows:
+        assert set(row) == {"model", "optimizer", "status", "reason", "seconds"}
+        assert row["model"] == "tudui" and row["seconds"] < 5
+        assert (row["reason"] is None) == (row["status"] == "ok")
+    reasons = {row["optimizer"]: row["reason"] for row in rows}
+    assert "only takes 2-D parameters" in reasons["muon"] and "model.0.weight is 4-D" in reasons["muon"]
+    assert "sparse gradients" in reasons["sparseadam"]
+
+
+def test_every_optimizer_starts_from_the_same_weights():
+    built = []
+
+    def keep(num_classes):
+        model = tiny(num_classes)
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+        return model
+
+    registry = make_registry(("a-boom", Boom), ("b-sgd", torch.optim.SGD), ("c-boom", Boom))
+    registry.models["tiny"] = ModelEntry("tiny", "tests", keep, input_size=(3, 4, 4))
+    rows = run_check(registry=registry)
+    assert [row["status"] for row in rows] == ["error", "ok", "error"]
+    (model, initial), = built  # built once
+    # Boom names the weights it was given: both saw the initial ones, sgd's step in between
+    # notwithstanding, and the parent's model is untouched.
+    start = sum(float(v.double().sum()) for v in initial.values())
+    assert rows[0]["reason"] == rows[2]["reason"] == f"RuntimeError: boom at {start:.12f}"
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+
+
+def test_slow_step_times_out_and_is_not_waited_for():
+    registry = make_registry(("sleepy", Sleepy), ("sgd", torch.optim.SGD))
+    start = time.monotonic()
+    rows = run_check(registry=registry, budget_s=1.0)
+    assert time.monotonic() - start < 6
+    sgd, sleepy = rows  # in name order
+    assert sleepy["status"] == "timeout" and "1 s budget" in sleepy["reason"]
+    assert 1.0 <= sleepy["seconds"] < 2.0
+    assert sgd["status"] == "ok"
+    assert multiprocessing.active_children() == []  # the sleeping child was killed and reaped
+
+
+def test_a_child_that_dies_is_an_error():
+    rows = run_check(registry=make_registry(("vanish", Vanish)))
+    assert rows[0]["status"] == "error" and "killed" in rows[0]["reason"]
+
+
+def test_a_model_that_fails_to_build_gives_one_error_per_optimizer():
+    registry = make_registry(("sgd", torch.optim.SGD), ("adam", torch.optim.Adam))
+    registry.models["tiny"] = ModelEntry("tiny", "tests", broken, input_size=(3, 4, 4))
+    rows = run_check(registry=registry)
+    assert [(row["optimizer"], row["status"]) for row in rows] == [("adam", "error"), ("sgd", "error")]
+    assert all("failed to build" in row["reason"] and "weights file is missing" in row["reason"] for row in rows)
+
+
+def test_a_pair_that_cannot_fit_is_not_run(monkeypatch):
+    monkeypatch.setattr(pf, "available_memory", lambda device: 1024)
+    rows = run_check(registry=make_registry(("sleepy", Sleepy)), budget_s=1.0)
+    assert rows[0]["status"] == "incompatible" and "memory" in rows[0]["reason"]
+    assert rows[0]["seconds"] < 0.5  # refused up front, never stepped
+
+
+def test_children_work_after_multithreaded_use():
+    # GNU OpenMP is not fork-safe once this process has run a parallel region: the check must
+    # notice and give its children one thread rather than deadlock in them.
+    threads = torch.get_num_threads()
+    torch.ones(1 << 20).add_(1)
+    rows = run_check(registry=make_registry(("sgd", torch.optim.SGD)), budget_s=5.0)
+    assert rows[0]["status"] == "ok"
+    assert torch.get_num_threads() == threads  # the parent's setting is restored
+
+
+def test_globs_that_match_nothing_are_usage_errors():
+    registry = make_registry(("sgd", torch.optim.SGD))
+    with pytest.raises(UsageError, match="no model matches 'vgg61'"):
+        run_check(models="vgg61", registry=registry)
+    with pytest.raises(UsageError, match=r"no optimizer matches 'x\*'"):
+        run_check(optimizers="x*", registry=registry)

@@ -1,0 +1,69 @@
+"""``zoo export``: a checkpoint's model in the seed's two saving methods, or as safetensors.
+
+* ``state-dict`` (method 2, the recommended one): ``torch.save(model.state_dict(), path)``;
+  load with ``model.load_state_dict(torch.load(path, weights_only=True))`` into a model you
+  built yourself (for a registry variant: the base model with the same edits).
+* ``full`` (method 1): ``torch.save(model, path)``, structure and weights pickled together.
+  Loading it needs ``torch.load(path, weights_only=False)`` and the model's classes importable
+  (the seed's "trap"), and unpickling runs code: only trusted code should load such a file.
+* ``safetensors``: the state_dict in the safetensors format, which holds tensors only and
+  loads without unpickling anything (``safetensors.torch.load_file``).
+
+Every file is written atomically (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from zoo.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
+from zoo.errors import UsageError
+
+__all__ = ["FORMATS", "export"]
+
+FORMATS = ("state-dict", "full", "safetensors")
+
+
+def export(checkpoint: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *, trust: bool = False) -> Path:
+    """Write the checkpoint's model to ``out`` in ``fmt`` (one of :data:`FORMATS`); returns the path."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format '{fmt}': expected one of {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    source = Path(checkpoint).expanduser()
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise UsageError(f"export to {out} would overwrite the checkpoint it reads: choose another -o")
+    if out.is_dir():
+        raise UsageError(f"-o {out} is a directory: give a file name such as {out / 'model.pt'}")
+    if fmt == "safetensors":
+        try:
+            import safetensors.torch
+        except ImportError:
+            raise UsageError("--format safetensors needs the safetensors package: pip install safetensors") from None
+
+    ckpt = load_checkpoint(source, trust=trust)
+    spec = ckpt["spec"]
+    model = model_from_checkpoint(ckpt, source=str(source)).eval()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
+
+    if fmt == "state-dict":
+        return atomic_save(model.state_dict(), out)
+    if fmt == "full":
+        return atomic_save(model, out)
+    # safetensors refuses tensors that share memory or are not contiguous: give it fresh copies.
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        "zoo.model": spec["model"],
+        "zoo.dataset": spec["dataset"],
+        "zoo.classes": json.dumps(spec["classes"]),
+        "zoo.input_size": json.dumps(list(spec["input_size"])),
+        "zoo.mean": json.dumps(list(spec.get("mean") or [])),
+        "zoo.std": json.dumps(list(spec.get("std") or [])),
+    }
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    return atomic_write(out, lambda f: f.write(data))
