@@ -205,6 +205,7 @@ def _check_all(registry: Registry, model_entries: list[ModelEntry], optimizer_en
         targets = torch.randint(0, NUM_CLASSES, (BATCH_SIZE,), generator=generator)
         for optimizer_entry in optimizer_entries:
             start = time.perf_counter()
-            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, model_threads, train_step)
+            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, model_threads,
+                                       train_step)
             emit(_row(model_entry.name, optimizer_entry.name, status, reason, time.perf_counter() - start))
     return rows

@@ -10,7 +10,6 @@ under ``no_grad()``, and softmax gives probabilities for the checkpoint's class 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch

@@ -138,7 +138,9 @@ def _state(kind: str | None, hp: dict[str, Any], trainable: list[nn.Parameter], 
     if kind == "SGD":
         return copies(1, "momentum_buffer") if hp.get("momentum") else copies(0, "none: momentum=0")
     if kind in ("Adam", "AdamW"):
-        return copies(3, "exp_avg, exp_avg_sq, max_exp_avg_sq") if hp.get("amsgrad") else copies(2, "exp_avg, exp_avg_sq")
+        if hp.get("amsgrad"):
+            return copies(3, "exp_avg, exp_avg_sq, max_exp_avg_sq")
+        return copies(2, "exp_avg, exp_avg_sq")
     if kind in ("NAdam", "RAdam"):
         return copies(2, "exp_avg, exp_avg_sq")
     if kind == "Adamax":
@@ -383,7 +385,8 @@ def preflight(model: nn.Module, optimizer_name: str, factory: Any, hparams: dict
     fixes: list[str] = []
     if estimate.kind == "LBFGS" and one:
         # state = fixed + 2 x history_size copies: find `fixed` from a history of 1
-        fixed = estimate_memory(model, optimizer_name, factory, {**hparams, "history_size": 1}).optimizer_state - 2 * one
+        shortest = estimate_memory(model, optimizer_name, factory, {**hparams, "history_size": 1})
+        fixed = shortest.optimizer_state - 2 * one
         fits = math.floor((available - base - fixed) / (2 * one))
         if fits >= 1:
             fixes.append(f"--opt history_size={min(fits, 10)} (at most {fits} fits)")

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from zoo.checkpoint import (
+    atomic_save,
     atomic_write,
-    bare_model,
     capture_rng,
     load_checkpoint,
     load_state_dict_strict,
@@ -38,7 +38,6 @@ from zoo.checkpoint import (
     remove_stale_temp_files,
     restore_rng,
     safe_load,
-    atomic_save,
     state_dict_from,
 )
 from zoo.devices import resolve_device
@@ -370,26 +369,27 @@ def _base_weights(config: RunConfig, entry: Any) -> Callable[[nn.Module], None] 
     return load
 
 
-def _preflight(model: nn.Module, name: str, factory: Any, hparams: dict[str, Any], device: torch.device) -> None:
-    """Refuse a pair that cannot work or fit before training (zoo.preflight, when present)."""
+def _preflight(model: nn.Module, name: str, factory: Any, hparams: dict[str, Any], device: torch.device) -> int | None:
+    """Refuse a pair that cannot work or fit before training (zoo.preflight, when present);
+    returns the estimated bytes of optimizer state."""
     try:
         from zoo.preflight import preflight
     except ModuleNotFoundError as exc:
         if exc.name != "zoo.preflight":
             raise
-        return
-    preflight(model, name, factory, hparams, device)
+        return None
+    return preflight(model, name, factory, hparams, device).optimizer_state
 
 
 def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _check_disk(run_dir: Path, model: nn.Module) -> None:
-    """Refuse up front when the disk cannot hold the checkpoints (last, best and a temporary
-    copy, each with up to two optimizer-state copies of the parameters)."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    need = 3 * 3 * params
+def _check_disk(run_dir: Path, model: nn.Module, state_bytes: int | None, files: int) -> None:
+    """Refuse up front when the disk cannot hold ``files`` more checkpoints of this model and
+    optimizer state (unknown state: two copies of the parameters, like Adam)."""
+    params = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    need = files * (params + (state_bytes if state_bytes is not None else 2 * params))
     free = shutil.disk_usage(run_dir).free
     if free < need:
         raise RunError(f"not enough disk space in {run_dir}: checkpoints need about {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free")
@@ -437,7 +437,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     # Data. num_classes and class names come from the dataset, as the seed's CIFAR-10 gives 10.
     data_dir = config.data_dir or default_data_dir()
     train_set = limit(registry.load_dataset(dataset_name, train=True, root=data_dir, download=config.download), config.limit_train)
-    val_set = limit(registry.load_dataset(dataset_name, train=False, root=data_dir, download=False), config.limit_val)
+    val_set = limit(registry.load_dataset(dataset_name, train=False, root=data_dir, download=config.download), config.limit_val)
     if len(train_set) == 0 or len(val_set) == 0:
         raise UsageError(f"dataset '{dataset_name}' in {data_dir} has {len(train_set)} training and {len(val_set)} validation samples: both need at least one")
     data_size = dataset_input_size(train_set)
@@ -454,7 +454,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     # Model and optimizer, seeded so that the same command twice gives the same weights.
     generator = _seed_everything(config.seed)
     model = registry.build_model(config.model, num_classes, before_edits=before_edits)
-    _preflight(model, config.optimizer, factory, hparams, device)
+    state_bytes = _preflight(model, config.optimizer, factory, hparams, device)
     channels_last = device.type == "cuda"
     amp_dtype = None
     if config.amp and device.type == "cuda":
@@ -545,7 +545,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in history))
     except RunError as exc:
         raise UsageError(f"run directory {run_dir} is not writable: {exc}") from exc
-    _check_disk(run_dir, model)
+    # last.pt, best.pt and a temporary copy while one is written; a resumed run has the first two.
+    _check_disk(run_dir, model, state_bytes, files=1 if checkpoint is not None else 3)
 
     best_acc = max((line["val_accuracy"] for line in history), default=-1.0)
     best_epoch = next((line["epoch"] for line in history if line["val_accuracy"] == best_acc), None)
@@ -697,8 +698,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         status = "finished"
     except KeyboardInterrupt:  # a second signal: out at once, the previous checkpoint intact
         status = "interrupted"
-        raise Interrupted(f"stopped at once by a second {signals.name}; {last_path} holds the last checkpoint",
-                          signals.signum or signal.SIGINT) from None
+        kept = f"{last_path} holds the last checkpoint" if last_path.exists() else "no checkpoint was written yet"
+        raise Interrupted(f"stopped at once by a second {signals.name}; {kept}", signals.signum or signal.SIGINT) from None
     except Interrupted:
         status = "interrupted"
         raise
