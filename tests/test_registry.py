@@ -63,7 +63,7 @@ def test_unknown_names_suggest_the_closest():
     with pytest.raises(UnknownNameError, match=r"unknown model 'vgg61'; did you mean 'vgg16'\? \(zoo list models\)"):
         REGISTRY.model("vgg61")
     with pytest.raises(UnknownNameError, match="did you mean 'adam'"):
-        REGISTRY.optimizer("adma")
+        REGISTRY.optimizer("adamm")
 
 
 def test_list_filters_by_kind_and_glob_in_natural_order():

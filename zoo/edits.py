@@ -245,10 +245,9 @@ def apply_edits(model: Any, edits: tuple[Edit, ...], num_classes: int, where: st
             continue
         layer = build_layer(edit.layer, num_classes, src)  # type: ignore[arg-type]
         if edit.op == "replace":
+            _submodule(model, edit.path, src)  # must exist: replace never adds
             parent_path, _, leaf = edit.path.rpartition(".")
-            parent = _submodule(model, parent_path, src)
-            _submodule(parent, leaf, src)  # must exist: replace never adds
-            setattr(parent, leaf, layer)
+            setattr(_submodule(model, parent_path, src), leaf, layer)
             touched.append(edit.path)
             continue
         parent = _submodule(model, edit.path, src)
