@@ -24,6 +24,15 @@ class RunError(ZooError):
     exit_code = 1
 
 
+class Interrupted(ZooError):
+    """SIGINT (exit 130) or SIGTERM (exit 143) stopped a run after it saved a checkpoint."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
 class UnknownNameError(UsageError, KeyError):
     """A name that is not in the registry, with the closest match as a suggestion."""
 

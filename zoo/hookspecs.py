@@ -58,8 +58,13 @@ def register_datasets(register: Any) -> None:
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """A run is about to train its first epoch. ``run`` has ``run_dir``, ``config``, ``model``,
-    ``optimizer`` and ``start_epoch``."""
+    """A run is about to train its first epoch.
+
+    :param run: ``run_dir`` (Path), ``config`` (the ``RunConfig``: model, optimizer, data,
+        epochs, ...), ``model`` (the bare module), ``optimizer``, ``start_epoch`` (epochs done
+        before this process started: > 0 when resumed), ``device``, ``spec`` (what the
+        checkpoints record) and ``epoch`` (epochs completed so far).
+    """
 
 
 @hookspec

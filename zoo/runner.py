@@ -41,7 +41,7 @@ from zoo.checkpoint import (
     state_dict_from,
 )
 from zoo.devices import resolve_device
-from zoo.errors import RunError, UsageError, ZooError
+from zoo.errors import Interrupted, RunError, UsageError, ZooError
 
 __all__ = ["RunConfig", "Run", "Interrupted", "run", "train_step", "evaluate", "validate", "default_data_dir"]
 
@@ -92,14 +92,6 @@ class Run:
     device: torch.device
     spec: dict[str, Any]
     epoch: int = 0  # epochs completed so far
-
-
-class Interrupted(ZooError):
-    """SIGINT (exit 130) or SIGTERM (exit 143) stopped the run after saving ``last.pt``."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
 
 
 # -- the step and the evaluation ------------------------------------------------------------------
@@ -385,6 +377,38 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def _require_tensorboard() -> None:
+    """``--tensorboard`` is served by the built-in ``tensorboard`` plugin: fail before training
+    when it (or the tensorboard package it needs) is missing."""
+    from zoo.plugins import get_plugin_host
+
+    host = get_plugin_host()
+    info = host.infos.get("tensorboard")
+    plugin = host.pm.get_plugin("tensorboard")
+    if info is None or info.status != "ok" or plugin is None:
+        reason = f": {info.error}" if info is not None and info.error else " (it is not installed)"
+        raise UsageError(f"--tensorboard needs the zoo's tensorboard plugin, which did not load{reason}")
+    plugin.require()
+
+
+def _write_status(run_dir: Path, status: str, *, started: str, epochs_done: int, error: str | None = None) -> None:
+    """``status.json``: what ``zoo runs`` reports (running, finished, interrupted, failed).
+
+    ``pid`` lets a reader tell a live run from one killed with SIGKILL (which writes nothing).
+    """
+    doc = {"status": status, "started": started, "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+           "epochs_done": epochs_done, "pid": os.getpid(), "error": error}
+    _write_text(run_dir / "status.json", json.dumps(doc, indent=2) + "\n")
+
+
+def _started(run_dir: Path) -> str:
+    """When the run first started: kept across resumes so ``zoo runs`` sorts by it."""
+    try:
+        return str(json.loads((run_dir / "status.json").read_text())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _dt.datetime.now().isoformat(timespec="seconds")
+
+
 def _check_disk(run_dir: Path, model: nn.Module, state_bytes: int | None, files: int) -> None:
     """Refuse up front when the disk cannot hold ``files`` more checkpoints of this model and
     optimizer state (unknown state: two copies of the parameters, like Adam)."""
@@ -411,6 +435,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
 
     stream = progress_stream or sys.stderr
     _check_config(config)
+    if config.tensorboard:
+        _require_tensorboard()
     registry = get_registry(config.registry_files)
     model_entry = registry.model(config.model)
     optimizer_entry = registry.optimizer(config.optimizer)
@@ -606,8 +632,10 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                 f"lower the learning rate{hint}; {kept}"
             )
 
+    started = _started(run_dir) if config.resume else _dt.datetime.now().isoformat(timespec="seconds")
+    _write_status(run_dir, "running", started=started, epochs_done=start_epoch)
     host.emit("on_run_start", run=state)
-    status = "failed"
+    status, error = "failed", None
     signals = _StopSignals()
     try:
         with signals:
@@ -703,7 +731,17 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     except Interrupted:
         status = "interrupted"
         raise
+    except ZooError as exc:
+        error = str(exc)
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise
     finally:
+        try:
+            _write_status(run_dir, status, started=started, epochs_done=state.epoch, error=error)
+        except RunError as exc:  # a full disk must not hide the error that stopped the run
+            print(f"zoo: warning: could not write {run_dir / 'status.json'}: {exc}", file=stream)
         host.emit("on_run_end", run=state, metrics={**summary(), "status": status})
     return summary()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,19 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(status, dict) or status.get("status") not in STATUSES:
         return None
     return status
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a process with this pid exists on this machine (unknown pids count as alive)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _best_accuracy(metrics: list[dict[str, Any]]) -> float | None:
@@ -173,6 +187,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
     if problems:
         row["status"], row["error"] = "failed", "; ".join(problems)
+    elif status is not None and status["status"] == "running" and not _alive(status.get("pid")):
+        # SIGKILL (or a power cut) leaves "running" behind: nothing is running it any more
+        row["status"], row["error"] = "interrupted", "its process is gone (it was killed); --resume continues from its last checkpoint"
     elif status is not None:
         row["status"], row["error"] = status["status"], status.get("error") or None
     elif row["epochs"] is not None and row["epochs_done"] >= row["epochs"]:
