@@ -112,3 +112,30 @@ def test_console_script_and_version():
     assert script, "the zoo console script is not installed beside this Python"
     result = subprocess.run([script, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("zoo ")
+
+
+def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
+    # Built and installed as a user would get it from an index: registry.yaml must be inside
+    # the package and the built-in plugins must come through its entry points.
+    from conftest import ROOT
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )
+    code = (
+        "import json, sys, io, contextlib\n"
+        "import zoo\n"
+        f"assert zoo.__file__.startswith({str(target)!r}), zoo.__file__\n"
+        "from zoo.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    assert main(['list', '--json']) == 0\n"
+        "print(json.dumps(sorted((r['plugin'], r['name']) for r in json.loads(out.getvalue()) if r['kind'] == 'model')))\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    models = json.loads(result.stdout)
+    assert ["registry.yaml", "vgg16-replace-classifier"] in models and ["tudui", "tudui"] in models
