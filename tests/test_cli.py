@@ -139,3 +139,10 @@ def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
     assert result.returncode == 0, result.stderr
     models = json.loads(result.stdout)
     assert ["registry.yaml", "vgg16-replace-classifier"] in models and ["tudui", "tudui"] in models
+
+
+def test_install_runs_pip_in_the_zoos_own_python_and_reports_its_failure(zoo_cli, tmp_path):
+    missing = tmp_path / "no-such-plugin"
+    result = zoo_cli("install", str(missing))
+    assert f"{sys.executable} -m pip install {missing}" in result.stderr  # the interpreter running zoo
+    assert_user_error(result, 1, "pip install failed with exit code")
