@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import yaml
 
 from zoo.edits import parse_edit
-from zoo.errors import UsageError
+from zoo.errors import UnknownNameError, UsageError
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -90,6 +90,17 @@ def load_yaml(path: Path, display: str) -> Any:
         raise UsageError(f"{display}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
+def _plugin_base(table: dict[str, Any], kind: str, name: str, base_name: Any, where: str) -> Any:
+    """The plugin entry a variant or preset builds on (variants of variants are not allowed)."""
+    if not isinstance(base_name, str):
+        raise UsageError(f"{where}: {kind} '{name}' needs 'base': the name of a registered {kind}")
+    base = table.get(base_name)
+    if base is None or base.base is not None:
+        plugin_entries = [n for n, e in table.items() if e.base is None]
+        raise UsageError(f"{where}: {kind} '{name}': base must be a plugin's {kind}: {UnknownNameError(kind, base_name, plugin_entries)}")
+    return base
+
+
 def read_registry_file(path: Path, display: str, registry: "Registry") -> Iterator[Any]:
     """Yield the entries of one registry file, checked against what ``registry`` holds."""
     from zoo.registry import ModelEntry, OptimizerEntry, _check_name, _check_size
@@ -115,14 +126,7 @@ def read_registry_file(path: Path, display: str, registry: "Registry") -> Iterat
         if extra:
             raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in model '{name}'; allowed: {sorted(_MODEL_KEYS)}")
         base_name = raw.get("base")
-        if not isinstance(base_name, str):
-            raise UsageError(f"{where}: model '{name}' needs 'base': the name of a registered model")
-        base = registry.models.get(base_name)
-        if base is None or base.base is not None:
-            from zoo.errors import UnknownNameError
-
-            plugin_models = [m for m, e in registry.models.items() if e.base is None]
-            raise UsageError(f"{where}: model '{name}': base must be a plugin's model: {UnknownNameError('model', base_name, plugin_models)}")
+        base = _plugin_base(registry.models, "model", name, base_name, where)
         edits_raw = raw.get("edits") or []
         if not isinstance(edits_raw, list):
             raise UsageError(f"{where}: 'edits' of model '{name}' must be a list")
@@ -158,12 +162,7 @@ def read_registry_file(path: Path, display: str, registry: "Registry") -> Iterat
         if extra:
             raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}")
         base_name = raw.get("base")
-        base = registry.optimizers.get(base_name) if isinstance(base_name, str) else None
-        if base is None or base.base is not None:
-            from zoo.errors import UnknownNameError
-
-            plugin_opts = [o for o, e in registry.optimizers.items() if e.base is None]
-            raise UsageError(f"{where}: optimizer '{name}': base must be a plugin's optimizer: {UnknownNameError('optimizer', str(base_name), plugin_opts)}")
+        base = _plugin_base(registry.optimizers, "optimizer", name, base_name, where)
         hparams = raw.get("hparams") or {}
         if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
             raise UsageError(f"{where}: hparams of optimizer '{name}' must be a mapping of parameter -> value")
