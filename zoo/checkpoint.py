@@ -16,8 +16,9 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so t
 Writes go to a temporary file in the same directory, are flushed and fsynced, then
 ``os.replace``d onto the final name, and the directory is fsynced: a crash at any moment
 leaves either the old file or the new one, never half of one. Loads always use
-``weights_only=True``; a file that needs more (a whole pickled model, the seed's "method 1")
-loads only with ``trust=True``, which says what it risks.
+``weights_only=True``, on a torch (>= 2.10) without known escapes from it; a file that needs
+more (a whole pickled model, the seed's "method 1") loads only with ``trust=True``, which says
+what it risks.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import random
 import re
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Mapping
@@ -41,6 +43,10 @@ from zoo.errors import RunError, UsageError
 __all__ = [
     "FORMAT",
     "VERSION",
+    "MIN_TORCH",
+    "SLOW_WRITE_ENV",
+    "torch_version",
+    "require_safe_torch",
     "atomic_write",
     "atomic_save",
     "remove_stale_temp_files",
@@ -62,6 +68,10 @@ VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "spec", "metrics")
 SPEC_KEYS = ("model", "optimizer", "hparams", "dataset", "num_classes", "classes", "input_size")
 _TMP_SUFFIX = ".tmp"
+# Test-only fault injection (tests/test_fault_injection.py): seconds for which every atomic
+# write pauses twice, so that a SIGKILL can be aimed inside one: first with the temporary file
+# holding only the start of its bytes, then with it complete and fsynced but not yet renamed.
+SLOW_WRITE_ENV = "ZOO_TEST_SLOW_CHECKPOINT_WRITE"
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -87,6 +97,33 @@ def _umask() -> int:
     return mask
 
 
+def _test_pause() -> float:
+    """Seconds to pause inside each write (``$ZOO_TEST_SLOW_CHECKPOINT_WRITE``; tests only)."""
+    try:
+        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV) or 0))
+    except ValueError:
+        return 0.0
+
+
+class _PausingWriter:
+    """Test-only: passes writes on to ``f``; after the first one it flushes and sleeps, so the
+    temporary file on disk holds only the start of what is being written."""
+
+    def __init__(self, f: BinaryIO, seconds: float):
+        self._f, self._seconds = f, seconds
+
+    def write(self, data: bytes) -> int:
+        written = self._f.write(data)
+        if self._seconds:
+            self._f.flush()
+            time.sleep(self._seconds)
+            self._seconds = 0.0
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``.
 
@@ -95,6 +132,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     """
     path = Path(path)
     directory = path.parent
+    pause = _test_pause()
     try:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     except OSError as exc:
@@ -103,9 +141,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            write(_PausingWriter(f, pause) if pause else f)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
+        if pause:
+            time.sleep(pause)  # complete and durable, but not yet in place
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -266,6 +306,28 @@ def make_checkpoint(
 
 # -- loading ------------------------------------------------------------------------------------
 
+# torch.load(weights_only=True) is only a sandbox from this release on: earlier ones have known
+# escapes by which a crafted file runs code anyway (CVE-2025-32434, CVE-2026-24747).
+MIN_TORCH = (2, 10)
+
+
+def torch_version() -> tuple[int, int]:
+    """``(major, minor)`` of the torch in use; ``(0, 0)`` when its version cannot be read."""
+    match = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def require_safe_torch() -> None:
+    """Refuse to unpickle anything on a torch whose ``weights_only`` loading can be escaped."""
+    if torch_version() < MIN_TORCH:
+        need = ".".join(map(str, MIN_TORCH))
+        raise UsageError(
+            f"torch {torch.__version__} cannot load files safely: releases before {need} let a crafted "
+            f"file run code even with weights_only=True (CVE-2025-32434, CVE-2026-24747); "
+            f"upgrade with pip install 'torch>={need}'"
+        )
+
+
 _MAGIC = (
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
@@ -337,6 +399,7 @@ def safe_load(
             raise UsageError(f"{what} {path} is a damaged safetensors file: {_one_line(exc)}") from exc
     if kind is not None:
         raise UsageError(f"{what} {path} is not a torch file: it looks like {kind}")
+    require_safe_torch()
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says more
             warnings.simplefilter("ignore", UserWarning)
@@ -354,10 +417,10 @@ def safe_load(
             raise UsageError(f"{what} {path} is {problem}") from exc
         if not trust:
             raise UsageError(
-                f"{what} {path} refused: it pickles Python objects ({unsafe}), as torch.save(model) "
-                f"does (the seed's method 1); loading it with weights_only=False would run whatever "
-                f"code it names. Pass --trust only if you trust where the file came from, or ask "
-                f"for a state_dict (method 2)"
+                f"{what} {path} refused: it pickles Python objects ({unsafe}), which only "
+                f"weights_only=False would load, running whatever code the file names; torch.save(model) "
+                f"(the seed's method 1) writes such files, and so does an attacker. Pass --trust only "
+                f"if you trust where the file came from, or ask for a state_dict (method 2)"
             ) from exc
     print(
         f"zoo: warning: loading {path} with weights_only=False (--trust): this unpickles {unsafe} "
@@ -369,6 +432,14 @@ def safe_load(
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # e.g. the pickled class is not importable: the method-1 trap
         raise UsageError(f"{what} {path} could not be unpickled even with --trust: {_one_line(exc)}") from exc
+
+
+def _is_safetensors(path: str | os.PathLike[str]) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return _sniff(f.read(16)) == "safetensors"
+    except OSError:
+        return False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -390,9 +461,11 @@ def load_checkpoint(
     obj = safe_load(path, map_location=map_location, trust=trust)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         version = obj.get("version")
-        if not isinstance(version, int) or version > VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise UsageError(f"checkpoint {path} has no valid format version ({version!r}): it was not written by the zoo, or is damaged")
+        if version > VERSION:
             raise UsageError(
-                f"checkpoint {path} has format version {version!r}; this zoo reads version {VERSION}: upgrade the zoo"
+                f"checkpoint {path} has format version {version}; this zoo reads version {VERSION}: upgrade the zoo"
             )
         missing = [k for k in REQUIRED_KEYS if k not in obj]
         spec = obj.get("spec")
@@ -407,7 +480,8 @@ def load_checkpoint(
         what = f"a whole pickled model ({type(obj).__module__}.{type(obj).__name__}, method 1)"
         use = f"use its weights with zoo run MODEL OPTIMIZER --weights {path} --trust"
     elif _is_state_dict(obj):
-        what = f"a plain state_dict ({len(obj)} tensors, e.g. '{next(iter(obj))}')"
+        kind = "a safetensors file" if _is_safetensors(path) else "a plain state_dict"
+        what = f"{kind} ({len(obj)} tensors, e.g. '{next(iter(obj))}')"
         use = f"use it as base weights with zoo run MODEL OPTIMIZER --weights {path}"
     else:
         what = f"a {type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping) else "")

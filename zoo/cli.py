@@ -27,24 +27,23 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse type: an integer of at least ``minimum``, with an error naming it."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
@@ -285,6 +284,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         trust=args.trust,
         nproc=args.nproc,
     )
+    from zoo import distributed
+
+    if distributed.should_launch(args.nproc, args.max_restarts):
+        # Start the workers under torch's elastic agent, each one this same command line.
+        return distributed.launch(args.argv, config, max_restarts=args.max_restarts)
+    if distributed.in_worker():
+        # Started by torchrun or by the launcher above: one report for the group.
+        return distributed.run_worker(lambda: run(config), json_summary=args.json)
     summary = run(config)
     if args.json:
         print(json.dumps(summary))
@@ -463,7 +470,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
-    p.add_argument("--nproc", type=positive_int, default=1, help="worker processes (distributed)")
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train with N processes (DistributedDataParallel, one GPU each on CUDA, gloo on the CPU); "
+                        "the global batch is N x --batch-size")
+    p.add_argument("--max-restarts", type=non_negative_int, default=0, metavar="K",
+                   help="with --nproc: restart the worker group up to K times after a failure, "
+                        "continuing from the last checkpoint (default 0)")
     p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
@@ -532,7 +544,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # zoo run --nproc runs this same command line in each worker
     try:
         return args.func(args)
     except ZooError as exc:

@@ -155,6 +155,14 @@ class Batches:
         device; ``None`` uses torch's global generator.
     :param input_size: the model's ``(C, H, W)``; ``None`` leaves the dataset's size.
     :param workers: DataLoader workers (datasets other than :class:`TensorImageDataset`).
+    :param rank: this process's shard of each epoch, of ``world`` (distributed training).
+        Every rank draws the same order (the same seeded generator) and takes every
+        ``world``-th sample of each global batch of ``batch_size * world``, so one step of all
+        ranks together covers the samples of one single-process batch of that size. A shuffled
+        epoch then uses ``n - n % world`` samples (a different few are left out each epoch), so
+        that every rank takes the same number of equal-size steps: DDP waits for all ranks at
+        every step. An unshuffled one (validation) is split into ``world`` contiguous ranges
+        that may differ by one sample, for a caller that adds up over the ranks.
     """
 
     def __init__(
@@ -167,21 +175,36 @@ class Batches:
         device: torch.device | str = "cpu",
         input_size: Size | None = None,
         workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, world), got rank {rank} of {world}")
+        if shuffle and world > 1 and len(dataset) < world:
+            raise ValueError(f"{len(dataset)} samples cannot be shared out among {world} processes")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.device = _resolve(device)
         self.input_size = tuple(input_size) if input_size is not None else None
+        self.rank, self.world = rank, world
         self._loader: DataLoader | None = None
         if isinstance(dataset, TensorImageDataset):
             # Copy to the device now, so the one-time copy is start-up, not the first step.
             dataset.to_device(self.device)
-        else:
+        elif world > 1:
             # Built once so persistent workers survive from one epoch to the next.
+            self._loader = DataLoader(
+                dataset,
+                batch_sampler=_Shards(self),
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+            )
+        else:
             self._loader = DataLoader(
                 dataset,
                 batch_size=batch_size,
@@ -194,14 +217,55 @@ class Batches:
             )
 
     def __len__(self) -> int:
+        if self.world > 1:
+            if self.shuffle:
+                return math.ceil(self.samples / (self.batch_size * self.world))
+            low, high = self._range()
+            return math.ceil((high - low) / self.batch_size)
         if self._loader is not None:
             return len(self._loader)
         return math.ceil(len(self.dataset) / self.batch_size)
 
+    @property
+    def samples(self) -> int:
+        """Samples in one epoch, all ranks together."""
+        n = len(self.dataset)
+        return n - n % self.world if self.shuffle else n
+
+    def step_sizes(self) -> list[int]:
+        """Samples in each step of a shuffled epoch, all ranks together (the last may be short)."""
+        size = self.batch_size * self.world
+        return [min(size, self.samples - start) for start in range(0, self.samples, size)]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is not None:
             return self._from_loader()
+        if self.world > 1:
+            return self._from_shards()
         return self._from_tensors()
+
+    def _range(self) -> tuple[int, int]:
+        n = len(self.dataset)
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
+    def shards(self) -> Iterator[torch.Tensor]:
+        """This rank's sample indices for each step of one epoch (``world > 1``)."""
+        if not self.shuffle:
+            low, high = self._range()
+            for start in range(low, high, self.batch_size):
+                yield torch.arange(start, min(start + self.batch_size, high))
+            return
+        order = torch.randperm(len(self.dataset), generator=self.generator)[: self.samples]
+        size = self.batch_size * self.world
+        for start in range(0, self.samples, size):
+            yield order[start + self.rank : start + size : self.world]
+
+    def _from_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels, shift, divisor = self.dataset.to_device(self.device)
+        for index in self.shards():
+            index = index.to(self.device)
+            x = (images[index] - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
+            yield adapt(x, self.input_size), labels[index]
 
     def _from_tensors(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, shift, divisor = self.dataset.to_device(self.device)
@@ -213,7 +277,8 @@ class Batches:
                 x, y = images[start : start + self.batch_size], labels[start : start + self.batch_size]
             else:
                 index = order[start : start + self.batch_size]
-                x, y = images[index], labels[index]
+                # index_select, not images[index]: the same rows, gathered 2-3x faster on CPU.
+                x, y = images.index_select(0, index), labels.index_select(0, index)
             x = (x - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
             yield adapt(x, self.input_size), y
 
@@ -222,6 +287,20 @@ class Batches:
             x = x.to(self.device, dtype=torch.float32, non_blocking=True)
             y = torch.as_tensor(y).to(self.device, dtype=torch.int64, non_blocking=True)
             yield adapt(x, self.input_size), y
+
+
+class _Shards:
+    """A DataLoader ``batch_sampler`` over :meth:`Batches.shards`: one list of indices per step."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for index in self.batches.shards():
+            yield index.tolist()
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def iterate_batches(
@@ -233,6 +312,8 @@ def iterate_batches(
     device: torch.device | str = "cpu",
     input_size: Size | None = None,
     workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> Batches:
     """The batches of ``dataset``: see :class:`Batches`. Iterate once per epoch."""
     return Batches(
@@ -243,6 +324,8 @@ def iterate_batches(
         device=device,
         input_size=input_size,
         workers=workers,
+        rank=rank,
+        world=world,
     )
 
 

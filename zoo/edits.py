@@ -195,10 +195,42 @@ def build_layer(spec: LayerSpec, num_classes: int, where: str = "") -> Any:
 
     args = [fill(a) for a in spec.args]
     kwargs = {k: fill(v) for k, v in spec.kwargs}
+    problem = _argument_problem(cls, args, kwargs)
+    if problem:
+        raise UsageError(f"{where}: cannot build {spec}: {problem}")
     try:
         return cls(*args, **kwargs)
     except Exception as exc:
         raise UsageError(f"{where}: cannot build {spec}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+
+_SIMPLE_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _argument_problem(cls: type, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """An argument the layer's signature refuses (too many, unknown, or not the plain int, float
+    or bool it declares), said in the user's terms rather than by torch's internals."""
+    import inspect
+
+    try:
+        signature = inspect.signature(cls).replace(return_annotation=inspect.Signature.empty)
+    except (TypeError, ValueError):
+        return None  # nothing to check against: the constructor will say
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"{exc}; {cls.__name__} takes {signature}"
+    for name, value in bound.arguments.items():
+        annotation = signature.parameters[name].annotation
+        kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+        }.get(kind or "", True)
+        if not ok:
+            return f"{name} must be {_SIMPLE_TYPES[kind]}, got {value!r}; {cls.__name__} takes {signature}"
+    return None
 
 
 class ApplyAppended:

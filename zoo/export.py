@@ -47,6 +47,8 @@ def export(checkpoint: str | os.PathLike[str], fmt: str, out: str | os.PathLike[
     model = model_from_checkpoint(ckpt, source=str(source)).eval()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"-o {out}: {out.parent} is a file, not a directory") from None
     except OSError as exc:
         raise UsageError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
 

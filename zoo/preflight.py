@@ -335,9 +335,11 @@ def check_compatible(model: nn.Module, optimizer_name: str, factory: Any, hparam
                 f"{len(other)} that are not ({_examples(other)}); use adamw, or give muon the 2-D weights "
                 f"and adamw the rest"
             )
-    if isinstance(built, Exception):
+    if isinstance(built, Exception):  # a hyper-parameter's value (torch checks them) or the parameters
         text = " ".join(str(built).split())
-        return f"'{optimizer_name}' rejects this model's parameters: {type(built).__name__}: {text}"
+        given = ", ".join(f"{k}={v!r}" for k, v in hparams.items()) or "its defaults"
+        return (f"'{optimizer_name}' cannot be built with {given} for this model: {type(built).__name__}: {text} "
+                f"(zoo show {optimizer_name})")
     return None
 
 

@@ -137,10 +137,12 @@ def evaluate(
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    reduce: Callable[[list[float], int], tuple[list[float], int]] | None = None,
 ) -> dict[str, Any]:
     """Mean loss and accuracy (``argmax(1)``) over ``batches``, in ``eval()`` mode.
 
-    Sums stay on the device and are read once at the end.
+    Sums stay on the device and are read once at the end. ``reduce`` (distributed training)
+    adds up ``([loss_sum, correct], samples)`` over the ranks, each of which saw its own shard.
     """
     was_training = model.training
     model.eval()
@@ -156,9 +158,12 @@ def evaluate(
         correct = batch_correct if correct is None else correct + batch_correct
         samples += targets.shape[0]
     model.train(was_training)
+    sums = torch.stack([loss_sum.float(), correct.float()]).tolist() if samples else [0.0, 0.0]
+    if reduce is not None:  # distributed: every rank's shard, so the result does not depend on their number
+        sums, samples = reduce(sums, samples)
     if not samples:
         raise UsageError("the validation set is empty: nothing to validate (check --limit-val)")
-    loss, hits = torch.stack([loss_sum.float(), correct.float()]).tolist()
+    loss, hits = sums
     return {"val_loss": loss / samples, "val_accuracy": hits / samples, "samples": samples}
 
 
@@ -217,8 +222,7 @@ def _check_config(config: RunConfig) -> None:
             positive(value, flag)
     if config.lr is not None and not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
         raise UsageError(f"--lr must be a positive number, got {config.lr!r}")
-    if config.nproc != 1:
-        raise UsageError(f"--nproc {config.nproc}: distributed training is not implemented yet; use --nproc 1")
+    positive(config.nproc, "--nproc")  # more than 1: checked by zoo.distributed.setup
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -276,8 +280,12 @@ def _create_run_dir(config: RunConfig) -> Path:
     raise UsageError("too many runs started this second: pass --out DIR")
 
 
-def _open_resume(config: RunConfig) -> tuple[Path, dict[str, Any] | None]:
-    """The run directory to resume and its ``last.pt`` (None: killed before its first one)."""
+def _open_resume(config: RunConfig, clean: bool = True) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory to resume and its ``last.pt`` (None: killed before its first one).
+
+    ``clean`` removes the temporary files of a killed write: in a distributed run, rank 0
+    alone does, since another rank's cleaning could race with its first writes.
+    """
     if config.out is None:
         raise UsageError("--resume needs --out DIR: the run directory to continue")
     out = Path(config.out).expanduser()
@@ -285,17 +293,34 @@ def _open_resume(config: RunConfig) -> tuple[Path, dict[str, Any] | None]:
         raise UsageError(f"nothing to resume: {out} does not exist (drop --resume to start a new run there)")
     if not out.is_dir():
         raise UsageError(f"nothing to resume: {out} is not a run directory")
-    remove_stale_temp_files(out, CHECKPOINTS + ("config.yaml", "metrics.jsonl"))
+    if clean:
+        remove_stale_temp_files(out, CHECKPOINTS + ("config.yaml", "metrics.jsonl", "status.json"))
     last = out / "last.pt"
     return out, (load_checkpoint(last, trust=config.trust) if last.exists() else None)
 
 
-def _check_resume(checkpoint: dict[str, Any], config: RunConfig, dataset: str, path: Path) -> None:
-    """A resumed run must be the same run: same model, optimizer, data and batches."""
+def _check_resume(checkpoint: dict[str, Any], config: RunConfig, dataset: str, path: Path, world: int = 1) -> None:
+    """A resumed run must be the same run: same model, optimizer, data and batches.
+
+    Batches are compared globally (``--batch-size`` x processes): that is what the updates
+    are made of, so a run of 2 processes x 16 continues as 1 x 32, or 4 x 8.
+    """
     spec = checkpoint["spec"]
     ours = {"model": config.model, "optimizer": config.optimizer, "dataset": dataset,
             "batch_size": config.batch_size, "limit_train": config.limit_train, "limit_val": config.limit_val}
     flags = {"dataset": "--data", "batch_size": "--batch-size", "limit_train": "--limit-train", "limit_val": "--limit-val"}
+    was_world = int(spec.get("world_size", 1))
+    if "batch_size" in spec and spec["batch_size"] * was_world == config.batch_size * world:
+        del ours["batch_size"]  # the same global batch, split over another number of processes
+    elif "batch_size" in spec and (was_world, world) != (1, 1):
+        total = spec["batch_size"] * was_world
+        fix = (f"--batch-size {total // world} with {world} process(es)" if total % world == 0
+               else f"a number of processes that divides {total}")
+        raise UsageError(
+            f"cannot resume {path}: it was trained with a global batch of {total} (--batch-size "
+            f"{spec['batch_size']} x {was_world} process(es)), not {config.batch_size * world} (--batch-size "
+            f"{config.batch_size} x {world}); resume with {fix}, or start a new run with another --out"
+        )
     for key, value in ours.items():
         if key in spec and spec[key] != value:
             flag = flags.get(key, key.upper())
@@ -429,6 +454,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     :class:`RunError` (NaN loss, I/O, exit 1) or :class:`Interrupted` (exit 130/143).
     """
     from zoo.data import adapt_error, dataset_classes, dataset_input_size, iterate_batches, limit, normalisation
+    from zoo.distributed import setup as setup_distributed
     from zoo.hparams import parse_hparams
     from zoo.plugins import get_plugin_host
     from zoo.registry import get_registry
@@ -444,7 +470,10 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     if dataset_name is None:
         raise UsageError(f"model '{config.model}' has no default dataset: pass --data NAME (zoo list datasets)")
     dataset_entry = registry.dataset(dataset_name)
-    device = resolve_device(config.device)
+    # Distributed (a torchrun / `zoo run --nproc` worker): join the process group; the device is
+    # cuda:LOCAL_RANK or the CPU; ranks > 0 run quiet; an elastic restart resumes. Else a no-op.
+    dist, config = setup_distributed(config)
+    device = dist.device
     factory = registry.optimizer_factory(config.optimizer)
     hparams = parse_hparams(config.optimizer, factory, optimizer_entry.defaults, lr=config.lr, opts=config.opts)
 
@@ -452,9 +481,9 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     # only once everything that can be refused has been (nothing on disk for a bad command).
     checkpoint: dict[str, Any] | None = None
     if config.resume:
-        run_dir, checkpoint = _open_resume(config)
+        run_dir, checkpoint = _open_resume(config, clean=dist.is_main)
         if checkpoint is not None:
-            _check_resume(checkpoint, config, dataset_name, run_dir / "last.pt")
+            _check_resume(checkpoint, config, dataset_name, run_dir / "last.pt", world=dist.world)
     elif config.out is not None and Path(config.out).expanduser().exists():
         raise _exists(Path(config.out).expanduser())
     # Base weights are read (and refused, if unsafe) now; a resumed run has its own.
@@ -466,6 +495,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     val_set = limit(registry.load_dataset(dataset_name, train=False, root=data_dir, download=config.download), config.limit_val)
     if len(train_set) == 0 or len(val_set) == 0:
         raise UsageError(f"dataset '{dataset_name}' in {data_dir} has {len(train_set)} training and {len(val_set)} validation samples: both need at least one")
+    if len(train_set) < dist.world:  # distributed: every rank needs a sample per step
+        raise UsageError(f"{len(train_set)} training samples cannot be shared out among {dist.world} processes: use more data or fewer processes")
     data_size = dataset_input_size(train_set)
     problem = adapt_error(data_size, model_entry.input_size)
     if problem:
@@ -501,9 +532,11 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         raise
     except Exception as exc:
         raise UsageError(f"optimizer '{config.optimizer}' cannot train model '{config.model}': {type(exc).__name__}: {exc}") from exc
-    forward = torch.compile(model) if config.compile else model
+    # Distributed: DDP first, then compile (compiling DDP lets torch.compile split graphs at its buckets).
+    forward = dist.wrap(model)
+    forward = torch.compile(forward) if config.compile else forward
     if not config.resume:
-        run_dir = _create_run_dir(config)
+        run_dir = dist.new_run_dir(lambda: _create_run_dir(config))  # rank 0 creates it, all get its path
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     # Hyper-parameters as stored (tuples stay tuples). A resumed run keeps its own, except those
@@ -536,6 +569,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         "limit_train": config.limit_train,
         "limit_val": config.limit_val,
         "seed": config.seed,
+        "world_size": dist.world,  # processes: the global batch is batch_size x world_size
     }
 
     # Resume: weights, optimizer state, history and every RNG, restored after building (which
@@ -564,32 +598,38 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     config_doc = {**_plain(asdict(config)), "dataset": dataset_name, "data_dir": data_dir, "hparams": _plain(run_hparams),
                   "num_classes": num_classes, "base": model_entry.base, "edits": spec["edits"],
                   "resolved_device": str(device), "out": str(run_dir)}
-    try:
-        import yaml
+    if dist.is_main:  # distributed: rank 0 alone writes the run directory
+        try:
+            import yaml
 
-        _write_text(run_dir / "config.yaml", yaml.safe_dump(config_doc, sort_keys=False))
-        _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in history))
-    except RunError as exc:
-        raise UsageError(f"run directory {run_dir} is not writable: {exc}") from exc
-    # last.pt, best.pt and a temporary copy while one is written; a resumed run has the first two.
-    _check_disk(run_dir, model, state_bytes, files=1 if checkpoint is not None else 3)
+            _write_text(run_dir / "config.yaml", yaml.safe_dump(config_doc, sort_keys=False))
+            _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in history))
+        except RunError as exc:
+            raise UsageError(f"run directory {run_dir} is not writable: {exc}") from exc
+        # last.pt, best.pt and a temporary copy while one is written; a resumed run has the first two.
+        _check_disk(run_dir, model, state_bytes, files=1 if checkpoint is not None else 3)
 
     best_acc = max((line["val_accuracy"] for line in history), default=-1.0)
     best_epoch = next((line["epoch"] for line in history if line["val_accuracy"] == best_acc), None)
+    # Distributed: each rank iterates its own shard of every (global) batch and of the validation set.
     train_batches = iterate_batches(train_set, config.batch_size, shuffle=True, generator=generator, device=device,
-                                    input_size=model_entry.input_size, workers=config.workers)
+                                    input_size=model_entry.input_size, workers=config.workers,
+                                    rank=dist.rank, world=dist.world)
     val_batches = iterate_batches(val_set, max(config.batch_size, VAL_BATCH_SIZE), shuffle=False, device=device,
-                                  input_size=model_entry.input_size, workers=config.workers)
+                                  input_size=model_entry.input_size, workers=config.workers,
+                                  rank=dist.rank, world=dist.world)
     steps = len(train_batches)
-    # Samples per step (the last batch may be short), to turn per-step mean losses into the epoch's.
-    step_sizes = torch.full((steps,), float(config.batch_size), device=device)
-    step_sizes[-1] = len(train_set) - config.batch_size * (steps - 1)
+    # Samples per step, all ranks together (the last batch may be short), to turn per-step mean
+    # losses into the epoch's; an epoch of N ranks uses the first n - n % N samples of its order.
+    sizes = train_batches.step_sizes()
+    step_sizes = torch.tensor(sizes, dtype=torch.float32, device=device)
+    train_criterion = dist.train_criterion(criterion)  # distributed: its value is the mean over all ranks
 
-    host = get_plugin_host()
+    host = dist.observers(get_plugin_host())  # distributed: events are emitted by rank 0 only
     state = Run(run_dir, config, model, optimizer, start_epoch, device, spec, epoch=start_epoch)
     if not config.quiet:
         print(f"zoo: {config.model} + {config.optimizer} on {dataset_name} ({len(train_set)} train / "
-              f"{len(val_set)} val) on {device}, epochs {start_epoch + 1}-{config.epochs} -> {run_dir}", file=stream)
+              f"{len(val_set)} val) on {dist.describe()}, epochs {start_epoch + 1}-{config.epochs} -> {run_dir}", file=stream)
 
     def summary() -> dict[str, Any]:
         last = history[-1] if history else {}
@@ -610,6 +650,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         }
 
     def save(path: Path, epoch: int, metrics: dict[str, Any], partial: dict[str, Any] | None = None) -> None:
+        if not dist.is_main:  # distributed: every rank holds the same state; rank 0 writes it
+            return
         ckpt = make_checkpoint(model, optimizer, epoch=epoch, spec=spec, metrics=metrics,
                                rng=capture_rng(generator), partial=partial)
         atomic_save(ckpt, path)
@@ -633,7 +675,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
             )
 
     started = _started(run_dir) if config.resume else _dt.datetime.now().isoformat(timespec="seconds")
-    _write_status(run_dir, "running", started=started, epochs_done=start_epoch)
+    if dist.is_main:
+        _write_status(run_dir, "running", started=started, epochs_done=start_epoch)
     host.emit("on_run_start", run=state)
     status, error = "failed", None
     signals = _StopSignals()
@@ -656,6 +699,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     next(batches)
                 if first_step:
                     restore_rng({k: v for k, v in checkpoint["rng"].items() if k != "shuffle"})  # type: ignore[index]
+                dist.fork_rng()  # distributed: ranks > 0 draw their own dropout masks
                 partial = None
 
                 bar = None
@@ -670,12 +714,13 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     for step, (inputs, targets) in enumerate(batches, start=first_step + 1):
                         if channels_last:
                             inputs = inputs.contiguous(memory_format=torch.channels_last)
-                        losses[step - 1] = train_step(forward, optimizer, criterion, inputs, targets, amp_dtype=amp_dtype)
+                        losses[step - 1] = train_step(forward, optimizer, train_criterion, inputs, targets, amp_dtype=amp_dtype)
                         if step % CHECK_EVERY == 0:
                             check_finite(losses, step, epoch)
                         if bar is not None:
                             bar.update(1)
-                        if signals.signum is not None and step < steps:
+                        # Distributed: a vote, so that every rank stops after the same step.
+                        if dist.stop_vote(signals.signum is not None) and step < steps:
                             break
                 finally:
                     if bar is not None:
@@ -683,7 +728,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # the steps ran asynchronously: time all of them
                 train_seconds += time.perf_counter() - train_start
-                train_images += min(step * config.batch_size, len(train_set)) - first_step * config.batch_size
+                train_images += sum(sizes[first_step:step])
                 check_finite(losses, step, epoch)  # before anything is saved: never NaN weights
 
                 if step < steps:  # stopped by a signal mid-epoch: save where we are
@@ -696,8 +741,10 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     raise Interrupted(f"stopped by {signals.name} at epoch {epoch}, step {step}/{steps}; "
                                       f"continue with --resume --out {run_dir}", signals.signum or signal.SIGINT)
 
-                train_loss = float((losses * step_sizes).sum() / len(train_set))
-                result = evaluate(forward, val_batches, criterion, amp_dtype=amp_dtype, channels_last=channels_last)
+                train_loss = float((losses * step_sizes).sum() / train_batches.samples)
+                # Distributed: each rank validates its shard with rank 0's weights and buffers; the sums are added up.
+                result = evaluate(dist.for_evaluation(forward, model), val_batches, criterion, amp_dtype=amp_dtype,
+                                  channels_last=channels_last, reduce=dist.sum_metrics if dist.distributed else None)
                 line = {"epoch": epoch, "train_loss": train_loss, "val_loss": result["val_loss"],
                         "val_accuracy": result["val_accuracy"],
                         "seconds": round(seconds_before + time.perf_counter() - epoch_start, 3), "lr": lr()}
@@ -711,8 +758,9 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                 if improved:
                     save(best_path, epoch, metrics)
                 save(last_path, epoch, metrics)
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
+                if dist.is_main:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(line) + "\n")
                 state.epoch = epoch
                 if not config.quiet:
                     rate = f"  {train_images / train_seconds:,.0f} img/s" if train_seconds > 0 else ""
@@ -720,7 +768,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                           f"val_accuracy {line['val_accuracy']:.4f}{' (best)' if improved else ''}  "
                           f"{line['seconds']:.1f}s{rate}", file=stream, flush=True)
                 host.emit("on_epoch_end", run=state, epoch=epoch, metrics=line)
-                if signals.signum is not None and epoch < config.epochs:  # arrived during validation
+                # Arrived during validation (distributed: on any rank, or during the last step).
+                if dist.agree(signals.signum is not None) and epoch < config.epochs:
                     raise Interrupted(f"stopped by {signals.name} after epoch {epoch}; continue with --resume --out {run_dir}",
                                       signals.signum)
         status = "finished"
@@ -739,10 +788,13 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         raise
     finally:
         try:
-            _write_status(run_dir, status, started=started, epochs_done=state.epoch, error=error)
+            if dist.is_main:
+                _write_status(run_dir, status, started=started, epochs_done=state.epoch, error=error)
         except RunError as exc:  # a full disk must not hide the error that stopped the run
             print(f"zoo: warning: could not write {run_dir / 'status.json'}: {exc}", file=stream)
         host.emit("on_run_end", run=state, metrics={**summary(), "status": status})
+        if status == "finished":
+            dist.close()  # distributed: leave the process group (after a failure, exiting does)
     return summary()
 
 

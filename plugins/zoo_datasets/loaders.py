@@ -6,8 +6,6 @@ run needs the data.
 
 from __future__ import annotations
 
-import functools
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -24,30 +22,50 @@ CIFAR10_DIR = "cifar-10-batches-py"  # what the official archive extracts to
 # -- cifar10 ---------------------------------------------------------------------------------
 
 
-@functools.cache
-def _lenient_cifar10() -> type:
-    from torchvision.datasets import CIFAR10
+class _Refused(pickle.UnpicklingError):
+    """A CIFAR-10 file that names a Python object its format never holds."""
 
-    class LenientCIFAR10(CIFAR10):
-        """torchvision's CIFAR10 without the md5 checks.
 
-        torchvision compares every file with the md5 of the official archive, so a
-        CIFAR-10-format directory written by a test (or re-pickled by a user) can never load,
-        and a half-written one is only "not found or corrupted", naming no file. Here the
-        checks are: every file exists and is non-empty; ``load_cifar10`` then validates what
-        was read and names the file at fault. A download still checks the archive's md5.
-        """
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds what CIFAR-10's pickles hold (dicts, lists, strings, numbers, uint8 arrays) and
+    nothing else: any other global is refused, so a crafted file cannot run code. torchvision
+    would call plain ``pickle.load`` here, trusting the md5 of the official archive; a directory
+    given with --data-dir has no such guarantee."""
 
-        def _check_integrity(self) -> bool:
-            return not _missing_or_empty(Path(self.root) / self.base_folder)
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # numpy 1, and the official Python 2 files
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2
+        ("_codecs", "encode"),  # bytes, as Python 3 pickles them at protocol 2
+    }
 
-        def _load_meta(self) -> None:
-            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-            with open(path, "rb") as infile:
-                self.classes = pickle.load(infile, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise _Refused(f"it pickles {module}.{name}, which no CIFAR-10 file holds: refused, as unpickling it would run code")
+        return super().find_class(module, name)
 
-    return LenientCIFAR10
+
+def _unpickle(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return _CifarUnpickler(f, encoding="latin1").load()  # latin1: the official files are Python 2's
+
+
+def _read_cifar10(base: Path, train: bool) -> tuple[Any, Any, list[str]]:
+    """One split as torchvision's CIFAR10 reads it: images ``(N, 3, 32, 32)`` uint8, labels and
+    class names. Every file of both splits must be there and non-empty (a half-written download)."""
+    import numpy as np
+
+    empty = _missing_or_empty(base)
+    if empty:
+        raise ValueError(f"{empty[0]} is missing or empty")
+    data, labels = [], []
+    for name in _cifar10_files(train)[:-1]:
+        entry = _unpickle(base / name)
+        data.append(entry["data"])
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    classes = _unpickle(base / _cifar10_files(train)[-1])["label_names"]
+    return np.vstack(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64), classes
 
 
 def _cifar10_files(train: bool | None = None) -> list[str]:
@@ -73,8 +91,9 @@ def _cifar10_file_problem(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "empty"
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # how torchvision reads it
+        entry = _unpickle(path)
+    except _Refused as exc:
+        return str(exc)
     except Exception as exc:  # truncated or not a pickle: EOFError, UnpicklingError, ...
         return f"unreadable: {type(exc).__name__}"
     if not isinstance(entry, dict):
@@ -138,26 +157,23 @@ def load_cifar10(train: bool, root: str, download: bool) -> Any:
             f"directory holding {CIFAR10_DIR}, or train offline on real data with --data digits"
         )
     try:
-        raw = _lenient_cifar10()(str(root_path), train=train, download=False)
-    except Exception as exc:  # a half-written directory: truncated pickle, wrong sizes
+        data, targets, classes = _read_cifar10(base, train)
+    except Exception as exc:  # a half-written or crafted directory: truncated pickle, wrong sizes
         raise _cifar10_corrupt(base, train, exc) from exc
-    data, targets = raw.data, np.asarray(raw.targets, dtype=np.int64)
     if (
         data.dtype != np.uint8
-        or data.shape[1:] != (32, 32, 3)
         or targets.shape != data.shape[:1]
         or (targets.size and not (0 <= targets.min() and targets.max() < 10))
-        or len(raw.classes) != 10
+        or not isinstance(classes, list)
+        or len(classes) != 10
     ):
         raise _cifar10_corrupt(base, train, None)
-    # torchvision made HWC by transposing the file's CHW rows; transposing back is a free view.
-    images = torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
     return TensorImageDataset(
-        images,
+        torch.from_numpy(np.ascontiguousarray(data)),
         torch.from_numpy(targets),
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
-        classes=[str(name) for name in raw.classes],
+        classes=[str(name) for name in classes],
     )
 
 

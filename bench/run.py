@@ -1,0 +1,835 @@
+"""The zoo's benchmarks (issue 5): the runner against a hand-written loop, the seed's routine
+and ``import torch``, measured side by side on one machine.
+
+    python bench/run.py [--quick] [--out bench/results] [--only SECTION,...] [--compile] [--repeats N]
+
+Sections (``--only`` takes their names):
+
+  fastpaths checks, not timings: no per-item Python for in-memory data, no host read per step,
+            validation under inference_mode, zero_grad(set_to_none=True), and ``zoo list``
+            importing no torch; each on the runner's real code path.
+  overhead  images/s of the runner's training loop (``zoo.runner.run`` and its
+            ``images_per_second``) vs the hand-written loop of ``raw_loop.py``: the same model
+            class, data tensors, optimizer, batch size and device, in this process (CPU). For
+            Tudui, and for ``bench-linear`` (Flatten + Linear, registered by the bench's own
+            plugin), whose steps are so cheap that the loop's own cost per step shows.
+  seed      one CIFAR-10-format epoch, wall clock from process start to exit: ``zoo run tudui
+            sgd`` vs the seed's routine (``seed_loop.py``: torchvision CIFAR10 + ToTensor +
+            DataLoader(batch_size=64)), each a fresh process (CPU).
+  list      ``zoo list --json`` vs ``python -c "import torch"``, each a fresh process.
+  memory    peak RSS of the ``seed`` section's processes against the uint8 training set
+            (selecting it runs ``seed`` and ``list``, whose processes it measures).
+  gpu       Tudui on CUDA with the whole set on the device, channels_last, bf16 autocast (and
+            ``torch.compile`` with ``--compile``): the runner vs the same raw loop, steady-state
+            images/s and seconds per epoch. Skipped without a GPU.
+
+Each comparison runs its two contenders interleaved (A B, B A, A B, ...) so that drift in the
+machine's load falls on both, and reports the median of the repeats with min and max; ratios
+are medians of the per-repeat pairs. Data is random-pixel CIFAR-10 in the official format,
+written once under ``OUT/data``. Results: ``OUT/bench-<UTC stamp>.json`` and ``.md``; the
+Markdown is also printed. ``--compile`` adds the optional ``torch.compile`` rows (slow to
+compile on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+from zoo import hookimpl
+
+import raw_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("fastpaths", "overhead", "seed", "list", "memory", "gpu")
+CIFAR_IMAGE_BYTES = 3 * 32 * 32  # one uint8 image
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of everything: ``--quick`` or the full run."""
+
+    repeats: int  # interleaved pairs for overhead, list and gpu
+    overhead_rows: tuple[tuple[str, int, int, int], ...]  # (model, batch, steps, epochs); the first has the goal
+    seed_data: tuple[int, int]  # (train, test) images of the seed section's CIFAR-10 directory
+    seed_repeats: int
+    gpu_epochs: int  # per run; the first is warm-up (compilation) and not counted
+    gpu_batch_sizes: tuple[int, ...]
+
+
+FULL = Profile(repeats=5, overhead_rows=(("tudui", 64, 150, 1), ("bench-linear", 64, 150, 10)), seed_data=(50_000, 10_000), seed_repeats=3,
+               gpu_epochs=5, gpu_batch_sizes=(64, 512))
+QUICK = Profile(repeats=3, overhead_rows=(("tudui", 64, 40, 1), ("bench-linear", 64, 40, 10)), seed_data=(10_000, 2_000), seed_repeats=2,
+                gpu_epochs=3, gpu_batch_sizes=(64, 512))
+
+GOALS = {
+    "overhead": "runner / raw >= 0.98 for Tudui at batch 64",
+    "seed": "zoo >= 1.15x faster (seed seconds / zoo seconds)",
+    "list": "zoo list / import torch <= 0.25",
+    "gpu": ">= 250,000 images/s on an H100; runner / raw >= 0.98",
+}
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, min, max (and the quartiles from 4 values on) of one measurement's repeats."""
+    ordered = sorted(values)
+    out: dict[str, Any] = {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1],
+                           "n": len(ordered), "values": values}
+    if len(ordered) >= 4:
+        q1, _, q3 = statistics.quantiles(ordered, n=4)
+        out["iqr"] = [q1, q3]
+    return out
+
+
+def interleaved(repeats: int, contenders: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
+    """Each contender ``repeats`` times, alternating which goes first (A B, B A, ...)."""
+    names = list(contenders)
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            results[name].append(contenders[name]())
+            log(f"    {name} #{r + 1}: {_short(results[name][-1])}")
+    return results
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in value.items() if isinstance(v, (int, float)))
+    return str(value)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child process: this one's, with the same torch thread count, and
+    with the zoo's modules compiled once and cached, as an installed package's are (some shells
+    set PYTHONDONTWRITEBYTECODE)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    return env
+
+
+# Runs a command and reports its wall seconds and peak RSS. A child of this process would not
+# do: Linux carries the peak RSS of the process that forks over into the child's ru_maxrss (its
+# copy of the parent's pages counts until exec), and this process holds torch and data sets. So
+# a small Python process forks the command and reports on it.
+_LAUNCHER = """
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": seconds, "max_rss": usage.ru_maxrss * 1024}, f)  # ru_maxrss is in KiB
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def child(argv: list[str], work: Path, name: str) -> dict[str, Any]:
+    """Run ``argv`` as a fresh process: its wall seconds, peak RSS (bytes) and stdout."""
+    work.mkdir(parents=True, exist_ok=True)
+    stdout, stderr, measured = work / f"{name}.out", work / f"{name}.err", work / f"{name}.json"
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        code = subprocess.run([sys.executable, "-c", _LAUNCHER, str(measured), *argv], stdout=out, stderr=err,
+                              cwd=ROOT, env=child_env()).returncode
+    if code != 0:
+        tail = stderr.read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited {code}: {' / '.join(tail)}")
+    return {**json.loads(measured.read_text()), "stdout": stdout.read_text()}
+
+
+def zoo_command() -> list[str]:
+    """The ``zoo`` console script of this interpreter (``python -m zoo`` without one)."""
+    script = Path(sys.executable).with_name("zoo")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "zoo"]
+
+
+def cifar_dir(root: Path, n_train: int, n_test: int) -> Path:
+    """A CIFAR-10-format directory of random pixels, written once (the tests' own writer)."""
+    data = root / f"cifar10-{n_train}x{n_test}"
+    done = data / "complete"
+    if not done.exists():
+        log(f"  writing {n_train:,} + {n_test:,} random CIFAR-10-format images to {data}")
+        sys.path.insert(0, str(ROOT / "tests"))
+        from datafiles import write_cifar10_dir
+
+        write_cifar10_dir(data, n_train=n_train, n_test=n_test, seed=0)
+        done.write_text("")
+    return data
+
+
+def build_linear(num_classes: int) -> torch.nn.Module:
+    """``bench-linear``: a model that costs next to nothing, so a step is mostly the loop's own
+    Python and the per-step overhead of a loop shows up above the noise."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, num_classes))
+
+
+MODELS = {"tudui": "Tudui", "bench-linear": "Sequential"}  # the models measured -> their classes
+
+
+class BenchPlugin:
+    """The bench's own plugin, registered in this process like any other.
+
+    It registers ``bench-linear`` and observes runs: the model's class, and the runner's own
+    cumulative training images and seconds after each epoch, read from ``last.pt`` by the
+    ``on_checkpoint`` hook (after the timed region; the runner's numbers, not the bench's).
+    """
+
+    def __init__(self) -> None:
+        self.cumulative: list[tuple[int, float]] = []
+        self.model_class: str | None = None
+        self.on_start: Callable[[Any], None] | None = None  # a probe to attach to the next run
+
+    def reset(self) -> None:
+        self.cumulative, self.model_class = [], None
+
+    @hookimpl
+    def register_models(self, register: Any) -> None:
+        register("bench-linear", build_linear, summary="Flatten + Linear: the loop's own cost", default_dataset="cifar10")
+
+    @hookimpl
+    def on_run_start(self, run: Any) -> None:
+        self.model_class = type(run.model).__name__
+        if self.on_start is not None:
+            self.on_start(run)
+
+    @hookimpl
+    def on_checkpoint(self, run: Any, path: str) -> None:
+        if Path(path).name == "last.pt":
+            metrics = torch.load(path, weights_only=True, map_location="cpu")["metrics"]
+            self.cumulative.append((int(metrics["train_images"]), float(metrics["train_seconds"])))
+
+    def epochs(self) -> list[tuple[int, float]]:
+        """``(images, seconds)`` of each epoch of the last run."""
+        out, before = [], (0, 0.0)
+        for point in self.cumulative:
+            out.append((point[0] - before[0], point[1] - before[1]))
+            before = point
+        return out
+
+
+class Bench:
+    """State shared by the sections: paths, the profile, the in-process runner."""
+
+    def __init__(self, args: argparse.Namespace, profile: Profile):
+        self.args = args
+        self.profile = profile
+        self.out = Path(args.out)
+        self.data_root = self.out / "data"
+        self.work = Path(tempfile.mkdtemp(prefix="work-", dir=self.out))
+        self.results: dict[str, Any] = {}
+        self._plugin: BenchPlugin | None = None
+        self._runs = 0
+
+    def plugin(self) -> BenchPlugin:
+        """The bench plugin, registered before the registry collects its entries."""
+        if self._plugin is None:
+            from zoo.plugins import get_plugin_host
+            from zoo.registry import reset_registry
+
+            plugin = BenchPlugin()
+            if not get_plugin_host().register(plugin, "bench"):
+                raise RuntimeError("could not register the bench plugin with the zoo's plugin host")
+            reset_registry()  # collect again, with bench-linear
+            self._plugin = plugin
+        return self._plugin
+
+    def run_zoo(self, model: str, **config: Any) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+        """``zoo.runner.run`` in this process: per-epoch ``(images, seconds)`` and the summary."""
+        from zoo.runner import RunConfig, run
+
+        plugin = self.plugin()
+        plugin.reset()
+        self._runs += 1
+        summary = run(RunConfig(model=model, optimizer="sgd", data="cifar10", quiet=True,
+                                out=str(self.work / f"run-{self._runs}"), **config))
+        epochs = plugin.epochs()
+        if plugin.model_class != MODELS[model] or len(epochs) != config.get("epochs", 1):
+            raise RuntimeError(f"unexpected run: model {plugin.model_class}, {len(epochs)} epochs seen")
+        images, seconds = sum(e[0] for e in epochs), sum(e[1] for e in epochs)
+        if abs(images / seconds - summary["images_per_second"]) > 1e-6 * summary["images_per_second"]:
+            raise RuntimeError("the bench's epoch clock disagrees with the runner's images_per_second")
+        return epochs, summary
+
+    def load_train_set(self, data_dir: Path) -> Any:
+        from zoo.registry import get_registry
+
+        self.plugin()
+        return get_registry().load_dataset("cifar10", train=True, root=str(data_dir))
+
+
+def steady(epochs: list[tuple[int, float]], skip: int) -> tuple[float, float]:
+    """``(images/s, seconds per epoch)`` over the epochs after the first ``skip``."""
+    counted = epochs[skip:]
+    images, seconds = sum(e[0] for e in counted), sum(e[1] for e in counted)
+    return images / seconds, seconds / len(counted)
+
+
+def raw_model(name: str, device: torch.device, *, channels_last: bool, compile: bool) -> tuple[Any, Any]:
+    """The model and SGD(lr=0.01) as a hand-written script makes them, seeded as the runner seeds."""
+    from zoo_tudui.model import Tudui
+
+    torch.manual_seed(0)
+    model = Tudui(10) if name == "tudui" else build_linear(10)
+    if channels_last:
+        model.to(device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    return (torch.compile(model) if compile else model), optimizer
+
+
+# -- 0. the fast paths -------------------------------------------------------------------------
+
+# Tensor methods that read a value back to Python: on CUDA each waits for the device (a sync).
+HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "numpy", "cpu", "is_nonzero"}
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the calls that read tensor values back to Python while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if getattr(func, "__name__", None) in HOST_READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class ForwardProbe:
+    """A forward pre-hook on a run's model: what each forward pass runs under."""
+
+    def __init__(self) -> None:
+        self.train_grads_none: list[bool] = []  # per training forward: every .grad is None
+        self.eval_modes: list[tuple[bool, bool]] = []  # per eval forward: (inference mode, grad enabled)
+
+    def attach(self, run: Any) -> None:
+        run.model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any) -> None:
+        if module.training:
+            self.train_grads_none.append(all(p.grad is None for p in module.parameters()))
+        else:
+            self.eval_modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+
+
+def bench_fastpaths(bench: Bench) -> dict[str, Any]:
+    """Checks (not timings) of the fast paths issue 5 lists, each on the runner's real code path."""
+    from zoo.data import TensorImageDataset
+    from zoo.runner import CHECK_EVERY
+
+    steps, batch = 200, 8
+    data_dir = cifar_dir(bench.data_root, 2 * steps * batch, 512)
+    plugin = bench.plugin()
+    checks: dict[str, Any] = {}
+
+    def probed_run(n_steps: int) -> tuple[int, int, ForwardProbe]:
+        """One epoch of ``bench-linear``: (host reads, __getitem__ calls, forward probe)."""
+        probe, items, real_getitem = ForwardProbe(), [0], TensorImageDataset.__getitem__
+
+        def counting_getitem(self: Any, index: int) -> Any:
+            items[0] += 1
+            return real_getitem(self, index)
+
+        plugin.on_start = probe.attach
+        TensorImageDataset.__getitem__ = counting_getitem  # type: ignore[method-assign]
+        try:
+            with HostReads() as reads:
+                bench.run_zoo("bench-linear", data_dir=str(data_dir), batch_size=batch, limit_train=n_steps * batch,
+                              limit_val=512, epochs=1, device="cpu")
+        finally:
+            TensorImageDataset.__getitem__ = real_getitem  # type: ignore[method-assign]
+            plugin.on_start = None
+        return reads.count, items[0], probe
+
+    log("  fastpaths: two probed runs of bench-linear, and zoo list under -X importtime")
+    reads_short, items_short, probe = probed_run(steps)
+    reads_long, items_long, _ = probed_run(2 * steps)
+    per_step = (reads_long - reads_short) / steps
+    checks["no_per_item_python"] = {
+        "how": "TensorImageDataset.__getitem__ counted during two one-epoch runs (training and validation)",
+        "getitem_calls": items_short + items_long, "ok": items_short + items_long == 0}
+    checks["no_host_read_per_step"] = {
+        "how": f"tensor reads to Python ({', '.join(sorted(HOST_READS))}) counted by a TorchFunctionMode in "
+               f"runs of {steps} and {2 * steps} steps; the difference divided by {steps} is the reads per step",
+        "reads": [reads_short, reads_long], "reads_per_step": per_step,
+        "allowed_per_step": 1 / CHECK_EVERY, "ok": per_step <= 1 / CHECK_EVERY}
+    checks["validation_under_inference_mode"] = {
+        "how": "a forward pre-hook records torch.is_inference_mode_enabled() at every eval-mode forward",
+        "eval_forwards": len(probe.eval_modes),
+        "ok": bool(probe.eval_modes) and all(inference and not grad for inference, grad in probe.eval_modes)}
+    checks["zero_grad_set_to_none"] = {
+        "how": "the same hook checks that every parameter's .grad is None at each training forward after the "
+               "first (zero_grad(set_to_none=False) would leave zero tensors)",
+        "train_forwards": len(probe.train_grads_none),
+        "ok": len(probe.train_grads_none) == steps and all(probe.train_grads_none[1:])}
+
+    got = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", "list", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, env=child_env())
+    imported = {line.rsplit("|", 1)[-1].strip() for line in got.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(name for name in imported if name.split(".")[0] in ("torch", "torchvision", "numpy", "sklearn"))
+    checks["zoo_list_imports_no_torch"] = {
+        "how": "python -X importtime -m zoo list --json: no torch, torchvision, numpy or sklearn module imported",
+        "heavy_imports": heavy[:10], "modules_imported": len(imported), "ok": got.returncode == 0 and not heavy}
+    return {"checks": checks, "goal": "every check ok", "met": all(c["ok"] for c in checks.values())}
+
+
+# -- 1. runner overhead -----------------------------------------------------------------------
+
+
+def bench_overhead(bench: Bench) -> dict[str, Any]:
+    profile, cpu = bench.profile, torch.device("cpu")
+    n_max = max(batch * steps for _, batch, steps, _ in profile.overhead_rows)
+    data_dir = cifar_dir(bench.data_root, n_max, 512)
+    dataset = bench.load_train_set(data_dir)
+    variants = [(*row, False, profile.repeats) for row in profile.overhead_rows]
+    if bench.args.compile:  # one more epoch, which compiles; at most two pairs: each compile is long
+        model, batch, steps, epochs = profile.overhead_rows[0]
+        variants.append((model, batch, steps, epochs + 1, True, min(2, profile.repeats)))
+
+    rows, warm = [], set()
+    for model, batch, steps, epochs, compile, repeats in variants:
+        n = batch * steps
+        tensors = dataset.subset(n).to_device(cpu)
+        skip = 1 if compile else 0
+
+        def runner() -> dict[str, float]:
+            per_epoch, _ = bench.run_zoo(model, data_dir=str(data_dir), batch_size=batch, limit_train=n,
+                                         limit_val=512, epochs=epochs, device="cpu", compile=compile)
+            return _rates(per_epoch, skip)
+
+        def raw() -> dict[str, float]:
+            net, optimizer = raw_model(model, cpu, channels_last=False, compile=compile)
+            per_epoch = raw_loop.train_epochs(net, optimizer, *tensors, batch_size=batch, epochs=epochs,
+                                              generator=torch.Generator().manual_seed(0))
+            return _rates(per_epoch, skip)
+
+        log(f"  overhead: {model}, batch {batch}, {epochs} x {steps} steps{', compiled' if compile else ''}")
+        if model not in warm:  # the first oneDNN primitives, allocations and imports of this process
+            runner(), raw()
+            warm.add(model)
+        got = interleaved(repeats, {"runner": runner, "raw": raw})
+        ratios = [a["images_per_second"] / b["images_per_second"] for a, b in zip(got["runner"], got["raw"])]
+        overhead_us = [(1 / a["images_per_second"] - 1 / b["images_per_second"]) * batch * 1e6
+                       for a, b in zip(got["runner"], got["raw"])]
+        row = {
+            "model": model, "batch_size": batch, "steps": steps * (epochs - skip), "compile": compile,
+            "runner_images_per_second": spread([r["images_per_second"] for r in got["runner"]]),
+            "raw_images_per_second": spread([r["images_per_second"] for r in got["raw"]]),
+            "ratio": spread(ratios),
+            "overhead_us_per_step": spread(overhead_us),
+        }
+        if compile:
+            row["runner_compile_seconds"] = spread([r["compile_seconds"] for r in got["runner"]])
+            row["raw_compile_seconds"] = spread([r["compile_seconds"] for r in got["raw"]])
+        rows.append(row)
+    return {"rows": rows, "goal": GOALS["overhead"], "met": rows[0]["ratio"]["median"] >= 0.98}
+
+
+def _rates(per_epoch: list[tuple[int, float]], skip: int) -> dict[str, float]:
+    """images/s after the first ``skip`` epochs; with a skipped (compiling) epoch, its extra seconds."""
+    rate, seconds = steady(per_epoch, skip)
+    out = {"images_per_second": rate}
+    if skip:
+        out["compile_seconds"] = per_epoch[0][1] - seconds
+    return out
+
+
+# -- 2. against the seed's routine, and 4. memory --------------------------------------------------
+
+
+def bench_seed(bench: Bench) -> dict[str, Any]:
+    n_train, n_test = bench.profile.seed_data
+    data_dir = cifar_dir(bench.data_root, n_train, n_test)
+    work = bench.work / "seed"
+    zoo = zoo_command()
+    count = [0]
+
+    def zoo_epoch(*limit: str) -> dict[str, Any]:
+        count[0] += 1
+        got = child([*zoo, "run", "tudui", "sgd", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "64",
+                     "--device", "cpu", "--out", str(work / f"zoo-{count[0]}"), "--quiet", "--json", *limit],
+                    work, f"zoo-{count[0]}")
+        summary = json.loads(got["stdout"])
+        train = n_train / summary["images_per_second"] if not limit else None
+        return {"seconds": got["seconds"], "max_rss": got["max_rss"], "train_seconds": train,
+                "images_per_second": summary["images_per_second"]}
+
+    def seed_epoch() -> dict[str, Any]:
+        count[0] += 1
+        got = child([sys.executable, str(ROOT / "bench" / "seed_loop.py"), "--data-dir", str(data_dir),
+                     "--epochs", "1", "--out", str(work / f"seed-{count[0]}")], work, f"seed-{count[0]}")
+        phases = json.loads(got["stdout"].strip().splitlines()[-1])
+        return {"seconds": got["seconds"], "max_rss": got["max_rss"], "train_seconds": phases["train_seconds"],
+                "images_per_second": phases["images_per_second"], "setup_seconds": phases["setup_seconds"],
+                "test_seconds": phases["test_seconds"]}
+
+    log(f"  seed: one epoch of {n_train:,} + {n_test:,} images, zoo run vs the seed's routine")
+    zoo_epoch("--limit-train", "64", "--limit-val", "64")  # compiles and caches the zoo's bytecode
+    got = interleaved(bench.profile.seed_repeats, {"zoo": zoo_epoch, "seed": seed_epoch})
+    speedups = [s["seconds"] / z["seconds"] for z, s in zip(got["zoo"], got["seed"])]
+
+    def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = [k for k in runs[0] if runs[0][k] is not None]
+        return {k: spread([r[k] for r in runs]) for k in keys}
+
+    result = {"train_images": n_train, "test_images": n_test, "zoo": summarise(got["zoo"]),
+              "seed": summarise(got["seed"]), "speedup": spread(speedups), "goal": GOALS["seed"]}
+    result["met"] = result["speedup"]["median"] >= 1.15
+    return result
+
+
+def bench_memory(bench: Bench) -> dict[str, Any]:
+    seed, listing = bench.results["seed"], bench.results["list"]
+    train_bytes = seed["train_images"] * CIFAR_IMAGE_BYTES
+    test_bytes = seed["test_images"] * CIFAR_IMAGE_BYTES
+    baseline = listing["import_torch_max_rss"]["median"]
+    zoo_peak = seed["zoo"]["max_rss"]["median"]
+    return {
+        "train_uint8_bytes": train_bytes,
+        "test_uint8_bytes": test_bytes,
+        "import_torch_max_rss": baseline,
+        "zoo_max_rss": seed["zoo"]["max_rss"],
+        "seed_max_rss": seed["seed"]["max_rss"],
+        "zoo_above_import_torch_per_train_set": (zoo_peak - baseline) / train_bytes,
+        "goal": "reported against the uint8 training set (no numeric goal)",
+        "met": None,
+    }
+
+
+# -- 3. listing -------------------------------------------------------------------------------
+
+
+def bench_list(bench: Bench) -> dict[str, Any]:
+    work = bench.work / "list"
+    zoo = zoo_command()
+    count = [0]
+
+    def listing() -> dict[str, Any]:
+        count[0] += 1
+        got = child([*zoo, "list", "--json"], work, f"list-{count[0]}")
+        assert json.loads(got["stdout"]), "zoo list --json listed nothing"
+        return {"seconds": got["seconds"], "max_rss": got["max_rss"]}
+
+    def import_torch() -> dict[str, Any]:
+        count[0] += 1
+        got = child([sys.executable, "-c", "import torch"], work, f"torch-{count[0]}")
+        return {"seconds": got["seconds"], "max_rss": got["max_rss"]}
+
+    log("  list: zoo list --json vs python -c 'import torch'")
+    listing(), import_torch()  # warm the page cache and the zoo's bytecode cache
+    got = interleaved(max(bench.profile.repeats * 2 - 1, 5), {"zoo list --json": listing, "import torch": import_torch})
+    ratios = [a["seconds"] / b["seconds"] for a, b in zip(got["zoo list --json"], got["import torch"])]
+    result = {
+        "zoo_list_seconds": spread([r["seconds"] for r in got["zoo list --json"]]),
+        "import_torch_seconds": spread([r["seconds"] for r in got["import torch"]]),
+        "zoo_list_max_rss": spread([r["max_rss"] for r in got["zoo list --json"]]),
+        "import_torch_max_rss": spread([r["max_rss"] for r in got["import torch"]]),
+        "ratio": spread(ratios),
+        "goal": GOALS["list"],
+    }
+    result["met"] = result["ratio"]["median"] <= 0.25
+    return result
+
+
+# -- 5. GPU ------------------------------------------------------------------------------------
+
+
+def bench_gpu(bench: Bench) -> dict[str, Any]:
+    if torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    elif bench.args.gpu_on_cpu:
+        device = torch.device("cpu")
+    else:
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        return {"skipped": f"not measured: no GPU was available (torch {torch.__version__}, {built}, "
+                           f"no CUDA device visible)", "goal": GOALS["gpu"], "met": None}
+    profile = bench.profile
+    n_train, n_test = profile.seed_data if device.type == "cuda" else (2048, 512)
+    data_dir = cifar_dir(bench.data_root, n_train, n_test)
+    dataset = bench.load_train_set(data_dir)
+    tensors = dataset.to_device(device)  # the whole set on the device, as the runner holds it
+    cuda = device.type == "cuda"
+    amp = cuda and torch.cuda.is_bf16_supported()
+    amp_dtype = torch.bfloat16 if amp else None
+    epochs = profile.gpu_epochs
+    batch_sizes = [int(b) for b in bench.args.gpu_batch_sizes.split(",")] if bench.args.gpu_batch_sizes \
+        else list(profile.gpu_batch_sizes)
+
+    rows = []
+    for compile in ([False, True] if bench.args.compile else [False]):
+        for batch in batch_sizes:
+            def runner() -> dict[str, float]:
+                per_epoch, _ = bench.run_zoo("tudui", data_dir=str(data_dir), batch_size=batch, epochs=epochs,
+                                             limit_val=min(n_test, 2048), device=str(device), amp=amp, compile=compile)
+                rate, seconds = steady(per_epoch, 1)
+                return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
+
+            def raw() -> dict[str, float]:
+                model, optimizer = raw_model("tudui", device, channels_last=cuda, compile=compile)
+                per_epoch = raw_loop.train_epochs(model, optimizer, *tensors, batch_size=batch, epochs=epochs,
+                                                  generator=torch.Generator().manual_seed(0), amp_dtype=amp_dtype,
+                                                  channels_last=cuda)
+                rate, seconds = steady(per_epoch, 1)
+                return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
+
+            log(f"  gpu: batch {batch}{', compiled' if compile else ''} on {device}")
+            got = interleaved(profile.repeats, {"runner": runner, "raw": raw})
+            row = {"batch_size": batch, "compile": compile, "amp": "bf16" if amp else None, "channels_last": cuda}
+            for name in ("runner", "raw"):
+                for key in ("images_per_second", "seconds_per_epoch", "first_epoch_seconds"):
+                    row[f"{name}_{key}"] = spread([r[key] for r in got[name]])
+            row["ratio"] = spread([a["images_per_second"] / b["images_per_second"]
+                                   for a, b in zip(got["runner"], got["raw"])])
+            rows.append(row)
+    best = max(row["runner_images_per_second"]["median"] for row in rows)
+    syncs = cuda_syncs_per_step(bench, data_dir, amp) if cuda else None
+    return {
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu (--gpu-on-cpu: testing the script only)",
+        "train_images": n_train, "epochs_per_run": epochs, "rows": rows, "best_runner_images_per_second": best,
+        "cuda_syncs": syncs,
+        "goal": GOALS["gpu"],
+        "met": (best >= 250_000 and all(row["ratio"]["median"] >= 0.98 for row in rows) and syncs["ok"]) if cuda else None,
+    }
+
+
+def cuda_syncs_per_step(bench: Bench, data_dir: Path, amp: bool, steps: int = 200, batch: int = 64) -> dict[str, Any]:
+    """Synchronising CUDA calls per training step, as ``torch.cuda.set_sync_debug_mode`` reports
+    them: one-epoch runs of ``steps`` and ``2 * steps`` steps; the difference over ``steps``."""
+    from zoo.runner import CHECK_EVERY
+
+    counts = []
+    for n in (steps, 2 * steps):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                bench.run_zoo("tudui", data_dir=str(data_dir), batch_size=batch, limit_train=n * batch, limit_val=512,
+                              epochs=1, device="cuda", amp=amp)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    per_step = (counts[1] - counts[0]) / steps
+    return {"syncs": counts, "steps": [steps, 2 * steps], "syncs_per_step": per_step,
+            "allowed_per_step": 1 / CHECK_EVERY, "ok": per_step <= 1 / CHECK_EVERY}
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "commit": commit,
+    }
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _s(stat: dict[str, Any], digits: int = 0, scale: float = 1.0) -> str:
+    """``median (min-max)``."""
+    return (f"{_n(stat['median'] * scale, digits)} ({_n(stat['min'] * scale, digits)}-"
+            f"{_n(stat['max'] * scale, digits)})")
+
+
+def _met(result: dict[str, Any]) -> str:
+    return {True: "**met**", False: "**missed**", None: "-"}[result.get("met")]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, r = report["machine"], report["results"]
+    lines = [
+        f"## Results of {m['date']} ({report['mode']})",
+        "",
+        f"{m['cpu']}, {m['usable_cores']} of {m['cores']} cores usable, torch {m['torch']} ({m['torch_threads']} "
+        f"threads), Python {m['python']}, {m['platform']}; GPU: {m['gpu'] or 'none'}; commit {m['commit']}. "
+        f"Values: median (min-max) of the repeats; load average (1 min) around each section in brackets.",
+        "",
+    ]
+    MiB = 2**20
+
+    def load(name: str) -> str:
+        before, after = report["load"][name]
+        return f"[load {before:.1f} -> {after:.1f}]"
+
+    if "fastpaths" in r:
+        lines += ["### 0. Fast paths (checks on the runner's code path, not timings)", "", "| check | result | how |",
+                  "|---|---|---|"]
+        for name, check in r["fastpaths"]["checks"].items():
+            detail = {k: v for k, v in check.items() if k not in ("how", "ok")}
+            lines.append(f"| {name} | {'ok' if check['ok'] else '**FAILED**'} {json.dumps(detail)} | {check['how']} |")
+        lines.append("")
+    if "overhead" in r:
+        lines += [f"### 1. Runner overhead: SGD on in-memory CIFAR-10-format data, CPU {load('overhead')}", "",
+                  "| model | batch | steps | compile | runner images/s | raw loop images/s | runner / raw | "
+                  "overhead per step (us) |", "|---|---|---|---|---|---|---|---|"]
+        for row in r["overhead"]["rows"]:
+            lines.append(f"| {row['model']} | {row['batch_size']} | {row['steps']} | {'yes' if row['compile'] else 'no'} | "
+                         f"{_s(row['runner_images_per_second'])} | {_s(row['raw_images_per_second'])} | "
+                         f"{_s(row['ratio'], 3)} | {_s(row['overhead_us_per_step'])} |")
+            if row["compile"]:
+                lines.append(f"| | | | compile seconds | {_s(row['runner_compile_seconds'], 1)} | "
+                             f"{_s(row['raw_compile_seconds'], 1)} | | |")
+        lines += ["", f"Goal: {r['overhead']['goal']}: {_met(r['overhead'])}.", ""]
+    if "seed" in r:
+        s = r["seed"]
+        lines += [f"### 2. One CIFAR-10-format epoch ({_n(s['train_images'])} train + {_n(s['test_images'])} test "
+                  f"images), CPU, wall clock of a fresh process {load('seed')}", "",
+                  "| | wall seconds | training images/s | training seconds | everything else (s) |", "|---|---|---|---|---|"]
+        for name, label in (("zoo", "`zoo run tudui sgd --epochs 1`"), ("seed", "the seed's routine")):
+            x = s[name]
+            rest = [w - t for w, t in zip(x["seconds"]["values"], x["train_seconds"]["values"])]
+            lines.append(f"| {label} | {_s(x['seconds'], 1)} | {_s(x['images_per_second'])} | "
+                         f"{_s(x['train_seconds'], 1)} | {_s(spread(rest), 1)} |")
+        lines += ["", f"Speed-up (seed seconds / zoo seconds, per interleaved pair): {_s(s['speedup'], 3)}. "
+                  f"Goal: {s['goal']}: {_met(s)}.", ""]
+    if "list" in r:
+        x = r["list"]
+        lines += [f"### 3. Listing, fresh processes {load('list')}", "", "| | seconds |", "|---|---|",
+                  f"| `zoo list --json` | {_s(x['zoo_list_seconds'], 3)} |",
+                  f"| `python -c \"import torch\"` | {_s(x['import_torch_seconds'], 3)} |", "",
+                  f"Ratio: {_s(x['ratio'], 3)}. Goal: {x['goal']}: {_met(x)}.", ""]
+    if "memory" in r:
+        x = r["memory"]
+        lines += ["### 4. Peak memory (max RSS of the process)", "", "| process | peak RSS (MiB) |", "|---|---|",
+                  f"| `python -c \"import torch\"` | {_n(x['import_torch_max_rss'] / MiB)} |",
+                  f"| `zoo run tudui sgd --epochs 1` | {_s(x['zoo_max_rss'], scale=1 / MiB)} |",
+                  f"| the seed's routine | {_s(x['seed_max_rss'], scale=1 / MiB)} |", "",
+                  f"The training set as uint8 is {_n(x['train_uint8_bytes'] / MiB)} MiB (test set "
+                  f"{_n(x['test_uint8_bytes'] / MiB)} MiB); the zoo's run peaks "
+                  f"{x['zoo_above_import_torch_per_train_set']:.2f}x the training set above `import torch`.", ""]
+    if "gpu" in r:
+        x = r["gpu"]
+        lines += [f"### 5. GPU {load('gpu')}", ""]
+        if "skipped" in x:
+            lines += [f"{x['skipped']}. The section is ready: `python bench/run.py --only gpu [--compile]` on a "
+                      f"machine with an NVIDIA GPU.", ""]
+        else:
+            lines += [f"{x['device']}: Tudui, {_n(x['train_images'])} images on the device, {x['epochs_per_run']} "
+                      f"epochs per run, the first not counted.", "",
+                      "| batch | compile | runner images/s | raw loop images/s | runner / raw | runner s/epoch | "
+                      "raw s/epoch | first epoch s (runner / raw) |", "|---|---|---|---|---|---|---|---|"]
+            for row in x["rows"]:
+                lines.append(
+                    f"| {row['batch_size']} | {'yes' if row['compile'] else 'no'} | {_s(row['runner_images_per_second'])} | "
+                    f"{_s(row['raw_images_per_second'])} | {_s(row['ratio'], 3)} | "
+                    f"{_s(row['runner_seconds_per_epoch'], 3)} | {_s(row['raw_seconds_per_epoch'], 3)} | "
+                    f"{_n(row['runner_first_epoch_seconds']['median'], 2)} / {_n(row['raw_first_epoch_seconds']['median'], 2)} |")
+            if x.get("cuda_syncs"):
+                c = x["cuda_syncs"]
+                lines += ["", f"Host syncs (torch.cuda.set_sync_debug_mode) in one-epoch runs of {c['steps'][0]} and "
+                          f"{c['steps'][1]} steps: {c['syncs'][0]} and {c['syncs'][1]}, so {c['syncs_per_step']:.3f} per "
+                          f"step (the NaN check's window allows {c['allowed_per_step']:.3f}): "
+                          f"{'ok' if c['ok'] else '**FAILED**'}."]
+            lines += ["", f"Goal: {x['goal']}: {_met(x)}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See BENCHMARKS.md.")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a 10,000-image epoch (about a minute or two)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results and data (default: bench/results)")
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows (overhead and gpu)")
+    parser.add_argument("--repeats", type=int, help="interleaved pairs per comparison (default: 5, --quick 3)")
+    parser.add_argument("--threads", type=int, help="torch threads, here and in every child (default: torch's)")
+    parser.add_argument("--gpu-batch-sizes", help="comma-separated batch sizes of the gpu section (default 64,512)")
+    parser.add_argument("--gpu-on-cpu", action="store_true", help="run the gpu section on the CPU (tests the script)")
+    args = parser.parse_args(argv)
+
+    profile = QUICK if args.quick else FULL
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats:
+        profile = Profile(**{**profile.__dict__, "repeats": args.repeats, "seed_repeats": args.repeats})
+    wanted = set(SECTIONS if not args.only else (s.strip() for s in args.only.split(",")))
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+    if "memory" in wanted:
+        wanted |= {"seed", "list"}
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, profile)
+    report: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": machine(), "results": {}, "load": {}}
+    log(f"bench: {report['mode']} run on {report['machine']['cpu']}, work in {bench.work}")
+    sections = {"fastpaths": bench_fastpaths, "overhead": bench_overhead, "seed": bench_seed, "list": bench_list, "memory": bench_memory,
+                "gpu": bench_gpu}
+    started = time.perf_counter()
+    for name in SECTIONS:
+        if name in wanted:
+            before = os.getloadavg()[0]
+            section_start = time.perf_counter()
+            bench.results[name] = sections[name](bench)
+            report["load"][name] = (before, os.getloadavg()[0])
+            log(f"  {name}: done in {time.perf_counter() - section_start:.0f}s")
+    report["results"] = bench.results
+    report["seconds"] = time.perf_counter() - started
+    shutil.rmtree(bench.work, ignore_errors=True)  # run directories and logs; kept when a section fails
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    text = markdown(report)
+    json_path, md_path = Path(args.out) / f"bench-{stamp}.json", Path(args.out) / f"bench-{stamp}.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path.write_text(text + "\n")
+    print(text)
+    log(f"bench: {report['seconds']:.0f}s; wrote {md_path} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
