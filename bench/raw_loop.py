@@ -47,9 +47,13 @@ def train_epochs(
             inputs = (images.index_select(0, index) - shift).div_(divisor)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
+            targets = labels.index_select(0, index)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = criterion(model(inputs), labels.index_select(0, index))
+            if amp_dtype is None:
+                loss = criterion(model(inputs), targets)
+            else:
+                with torch.autocast(device.type, dtype=amp_dtype):
+                    loss = criterion(model(inputs), targets)
             loss.backward()
             optimizer.step()
         if device.type == "cuda":

@@ -237,7 +237,7 @@ def test_a_nan_loss_stops_with_a_run_error_and_keeps_the_last_good_checkpoint(tm
         ({"batch_size": -1}, "--batch-size"),
         ({"limit_train": 0}, "--limit-train"),
         ({"lr": -0.1}, "--lr"),
-        ({"nproc": 2}, "not implemented yet"),
+        ({"nproc": 2}, "run\\(\\) trains in this process only"),  # workers come from zoo run --nproc / torchrun
         ({"device": "gpu"}, "unknown device 'gpu'"),
         ({"model": "tuduii"}, "did you mean 'tudui'"),
         ({"data": "fakee"}, "unknown dataset"),

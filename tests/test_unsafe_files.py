@@ -115,10 +115,10 @@ def test_a_file_whose_loading_would_run_code_is_refused_by_every_command(zoo_for
 
 def test_a_whole_pickled_model_needs_trust_and_says_why(zoo_fork):
     torch.save(Tudui(10), zoo_fork.cwd / "method1.pt")
-    result = zoo_fork("run", *TRAIN[1:], "--out", "r", "--weights", "method1.pt")
+    result = zoo_fork(*TRAIN, "--out", "r", "--weights", "method1.pt")
     assert_user_error(result, 2, "weights file method1.pt refused", "zoo_tudui.model.Tudui", "method 1", "--trust")
     assert not (zoo_fork.cwd / "r").exists()
-    result = zoo_fork("run", *TRAIN[1:], "--out", "r", "--weights", "method1.pt", "--trust", "--epochs", "1")
+    result = zoo_fork(*TRAIN, "--out", "r", "--weights", "method1.pt", "--trust")
     assert result.returncode == 0, result.stderr
     assert "can run arbitrary code" in result.stderr
 

@@ -60,6 +60,7 @@ __all__ = [
     "setup",
     "launch",
     "run_worker",
+    "WorkersFailed",
     "ENV_LAUNCHER",
     "ENV_TEST_KILL",
     "MARKER",
@@ -68,7 +69,9 @@ __all__ = [
 ENV_LAUNCHER = "ZOO_LAUNCHER"  # set by `zoo run --nproc` for its workers: it reports their errors itself
 ENV_TEST_KILL = "ZOO_TEST_KILL_WORKER"  # "RANK:STEP": that rank SIGKILLs itself after STEP steps (tests only)
 MARKER = ".zoo-elastic-run-id"  # in a run directory made by an elastic job: that job's run id
-SHUTDOWN_TIMEOUT_S = 120  # what the agent gives workers to checkpoint after a signal before SIGKILL
+# What the agent gives workers after a signal, to finish their step and checkpoint, before it
+# SIGKILLs them; also how long a worker stuck in a collective with a dead peer can hold up a restart.
+SHUTDOWN_TIMEOUT_S = 60
 _WORKER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
@@ -92,6 +95,30 @@ class _NoObservers:
         pass
 
 
+class _MeanOverRanks(nn.Module):
+    """``criterion`` whose value is the mean over all ranks' batches and whose gradient is this
+    rank's own.
+
+    All ranks then see one loss: the per-step losses the epoch line is made of need no further
+    reduction, the NaN guard trips on every rank at the same step, and an optimizer that reads
+    the loss (L-BFGS's line search) takes the same branches on every rank, instead of calling
+    its closure a different number of times, which would leave DDP waiting. The mean is exact
+    because every rank's batch has the same size (:class:`zoo.data.Batches`).
+    """
+
+    def __init__(self, criterion: nn.Module, world: int):
+        super().__init__()
+        self.criterion, self.world = criterion, world
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        local = self.criterion(outputs, targets)
+        mean = local.detach().float().clone()
+        dist.all_reduce(mean)
+        mean.div_(self.world)
+        # local - local.detach() is exactly 0 and carries local's gradient: the value is `mean`, bit for bit.
+        return mean.to(local.dtype) + (local - local.detach())
+
+
 @dataclass
 class Dist:
     """This process's place in the job. A single process is ``Dist(device)``: rank 0 of 1,
@@ -105,8 +132,8 @@ class Dist:
     control: Any = None  # a gloo group for host-side votes and sums, whatever the backend
     owned: bool = False  # this run initialised the default process group, so it destroys it
     kill_at: int | None = None  # ZOO_TEST_KILL_WORKER: the step after which this rank dies
-    _steps: int = 0
-    _pending: tuple[Any, torch.Tensor] | None = field(default=None, repr=False)
+    _steps: int = field(default=0, init=False, repr=False)  # training steps taken (stop_vote calls)
+    _pending: tuple[Any, torch.Tensor] | None = field(default=None, init=False, repr=False)  # the vote in flight
 
     @property
     def is_main(self) -> bool:
@@ -133,28 +160,10 @@ class Dist:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def train_criterion(self, criterion: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def train_criterion(self, criterion: nn.Module) -> nn.Module:
         """The training loss: its gradient is this rank's (DDP averages gradients itself), its
-        value the mean over every rank's batch.
-
-        All ranks then see one loss: the per-step losses the epoch line is made of need no
-        further reduction, the NaN guard trips on every rank at the same step, and an optimizer
-        that reads the loss (L-BFGS's line search) takes the same branches on every rank instead
-        of calling its closure a different number of times, which would hang DDP.
-        """
-        if not self.distributed:
-            return criterion
-        world = self.world
-
-        def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            local = criterion(outputs, targets)
-            mean = local.detach().float().clone()
-            dist.all_reduce(mean)
-            mean.div_(world)
-            # (local - local.detach()) is exactly 0 with local's gradient: the value is `mean`, bit for bit.
-            return mean.to(local.dtype) + (local - local.detach())
-
-        return loss
+        value the mean over every rank's batch (see :class:`_MeanOverRanks`)."""
+        return _MeanOverRanks(criterion, self.world) if self.distributed else criterion
 
     def for_evaluation(self, forward: nn.Module, model: nn.Module) -> nn.Module:
         """The module to validate with. Distributed: the bare module (DDP's forward would run a
@@ -388,9 +397,13 @@ def setup(config: "RunConfig") -> tuple[Dist, "RunConfig"]:
             world_size=world,
             device_id=device if device.type == "cuda" else None,  # binds NCCL to its GPU now
         )
+    else:  # run() called from a script that set up the process group itself
+        backend = str(dist.get_backend())
     # Votes and small sums stay on the host: on NCCL they would sync the GPU at every step.
     control = dist.new_group(backend="gloo")
-    return Dist(device, rank, world, local_rank, backend, control, owned, kill_at), config
+    joined = Dist(device, rank=rank, world=world, local_rank=local_rank, backend=backend, control=control,
+                  owned=owned, kill_at=kill_at)
+    return joined, config
 
 
 # -- the worker's exit ----------------------------------------------------------------------------

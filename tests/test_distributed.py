@@ -1,0 +1,343 @@
+"""zoo.distributed: ``zoo run --nproc 2`` and ``torchrun -m zoo run``, on the CPU (gloo), for real.
+
+Every multi-process run goes through the real command line: a launcher process runs torch's
+elastic agent, which starts two ``python -m zoo run`` workers. Each worker imports torch (a few
+seconds on a small machine), so the runs are few and shared: the plain two-process run is a
+module fixture that several tests read, the launchers are forked from the session's fork server
+(tests/forkcli.py), and whatever can run in this process does (``validate``, the single-process
+reference run, resuming in one process).
+
+The data: Tudui + SGD on 96 ``fake`` images, 8 per process per step (a global batch of 16, so
+6 steps an epoch), 64 to validate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from conftest import ZooCLI, assert_user_error
+from zoo import cli
+from zoo.data import TensorImageDataset, iterate_batches
+from zoo.distributed import ENV_TEST_KILL, MARKER, Dist, _root_failure
+from zoo.errors import UsageError
+from zoo.runner import RunConfig, run, validate
+
+DATA = ["--data", "fake", "--limit-train", "96", "--limit-val", "64", "--device", "cpu", "--seed", "0"]
+PER_RANK, EPOCHS = 8, 2
+TWO = ["tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", str(EPOCHS), "--nproc", "2"]
+
+# The two-process run and the one-process run of twice the batch differ only in how the floats
+# are added up: DDP averages two ranks' mean gradients over 8 samples, one process takes one
+# mean over 16, and float addition is not associative (~1e-7 relative per step). After 12 SGD
+# steps the weights differ by ~1e-8; a shard off by a single sample would differ by ~1e-3.
+CLOSE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tolerance: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **(tolerance or CLOSE), msg=lambda m, key=key: f"{key}: {m}")
+
+
+def metric_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def single(out: Path, **overrides) -> RunConfig:
+    """The one-process twin of TWO: the same data, a batch of 2 x PER_RANK."""
+    fields = dict(model="tudui", optimizer="sgd", data="fake", limit_train=96, limit_val=64, device="cpu", seed=0,
+                  batch_size=2 * PER_RANK, epochs=EPOCHS, out=str(out), quiet=True)
+    return RunConfig(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train here as the workers do, on one thread each (zoo run --nproc shares the cores out):
+    the same kernels, and no thread pool spinning against the workers for two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fork_server, one_thread) -> Path:
+    """A directory holding ``two`` (``zoo run ... --nproc 2 --json``, its CompletedProcess in
+    ``two.result.json``) and ``one`` (the one-process reference, run here)."""
+    from forkcli import ForkedZooCLI
+
+    root = tmp_path_factory.mktemp("distributed")
+    zoo = ForkedZooCLI(root, fork_server)
+    result = zoo("run", *TWO, "--out", "two", "--json", timeout=240)
+    (root / "two.result.json").write_text(json.dumps(
+        {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}))
+    run(single(root / "one"))
+    return root
+
+
+@pytest.fixture
+def two(runs) -> SimpleNamespace:
+    result = json.loads((runs / "two.result.json").read_text())
+    assert result["returncode"] == 0, result["stderr"]
+    return SimpleNamespace(dir=runs / "two", summary=json.loads(result["stdout"]), stderr=result["stderr"], root=runs)
+
+
+@pytest.fixture
+def zoo_forked(tmp_path, fork_server) -> ZooCLI:
+    from forkcli import ForkedZooCLI
+
+    return ForkedZooCLI(tmp_path, fork_server)
+
+
+# -- two processes: one run ---------------------------------------------------------------------
+
+
+def test_nproc_2_trains_and_rank_0_alone_writes_and_prints(two):
+    assert two.summary["epochs"] == EPOCHS and two.summary["run_dir"] == "two"  # --json: one line, rank 0's
+    starts = [line for line in two.stderr.splitlines() if line.startswith("zoo: tudui + sgd")]
+    assert len(starts) == 1 and "2 processes on cpu (gloo)" in starts[0], two.stderr
+    assert [line.split()[1] for line in two.stderr.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert "Traceback" not in two.stderr and "zoo: error" not in two.stderr
+
+    assert {p.name for p in two.dir.iterdir()} == {"config.yaml", "metrics.jsonl", "status.json", "last.pt", "best.pt", MARKER}
+    assert [line["epoch"] for line in metric_lines(two.dir)] == [1, 2]
+    assert yaml.safe_load((two.dir / "config.yaml").read_text())["nproc"] == 2
+    assert json.loads((two.dir / "status.json").read_text())["status"] == "finished"
+    ckpt = torch.load(two.dir / "last.pt", weights_only=True)
+    assert not [k for k in ckpt["model"] if k.startswith(("module.", "_orig_mod."))]  # the bare module
+    assert ckpt["spec"]["world_size"] == 2 and ckpt["spec"]["batch_size"] == PER_RANK
+    assert ckpt["metrics"]["train_images"] == EPOCHS * 96
+
+
+def test_its_checkpoint_validates_in_one_process_with_the_reported_accuracy(two):
+    for name in ("last.pt", "best.pt"):
+        result = validate(two.dir / name, device="cpu", limit_val=64)
+        reported = torch.load(two.dir / name, weights_only=True)["metrics"]
+        assert result["samples"] == 64
+        assert result["val_accuracy"] == reported["val_accuracy"]  # counts: exact whatever the sharding
+        assert result["val_loss"] == pytest.approx(reported["val_loss"], rel=1e-6)  # sums added in another order
+    assert two.summary["val_accuracy"] == metric_lines(two.dir)[-1]["val_accuracy"]
+
+
+def test_nproc_2_with_batch_b_matches_one_process_with_batch_2b(two):
+    one = two.root / "one"
+    assert_weights_close(weights(two.dir / "last.pt"), weights(one / "last.pt"))
+    for a, b in zip(metric_lines(two.dir), metric_lines(one), strict=True):  # metrics do not depend on N
+        assert a["val_accuracy"] == b["val_accuracy"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_a_two_process_run_resumes_in_one_process_with_the_same_global_batch(two, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(two.dir, out)
+    with pytest.raises(UsageError, match=r"global batch of 16 \(--batch-size 8 x 2 process\(es\)\), not 8.*--batch-size 16"):
+        run(single(out, resume=True, epochs=3, batch_size=PER_RANK))
+    run(single(out, resume=True, epochs=3))
+    reference = tmp_path / "one"
+    shutil.copytree(two.root / "one", reference)
+    run(single(reference, resume=True, epochs=3))
+    assert [line["epoch"] for line in metric_lines(out)] == [1, 2, 3]
+    assert_weights_close(weights(out / "last.pt"), weights(reference / "last.pt"))
+
+
+def test_torchrun_starts_the_same_workers_and_resumes_a_run_with_nproc_2(two, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(two.dir, out)
+    zoo = ZooCLI(tmp_path)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "zoo", "run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "3",
+               "--resume", "--out", str(out), "--json"]  # no --nproc: torchrun's --nproc-per-node decides
+    result = subprocess.run(command, cwd=tmp_path, env=zoo.environment(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["epochs"] == 3  # one summary: rank 0's
+    assert [line["epoch"] for line in metric_lines(out)] == [1, 2, 3]
+    reference = tmp_path / "one"
+    shutil.copytree(two.root / "one", reference)
+    run(single(reference, resume=True, epochs=3))
+    assert_weights_close(weights(out / "last.pt"), weights(reference / "last.pt"))
+
+
+# -- failures and signals -----------------------------------------------------------------------
+
+
+def test_a_killed_worker_is_restarted_and_the_group_continues_from_the_last_checkpoint(two, zoo_forked):
+    # Rank 1 SIGKILLs itself after its 9th step, mid-epoch 2; the agent restarts both workers,
+    # which resume from last.pt (epoch 1). Epoch 2 then replays exactly: same weights, same
+    # batch order, same reduction order, so the result is the uninterrupted run's, bit for bit.
+    result = zoo_forked("run", *TWO, "--max-restarts", "1", "--out", "killed", env={ENV_TEST_KILL: "1:9"}, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "restarted (restart 1 of 1); continuing killed from its last checkpoint" in result.stderr
+    out = zoo_forked.cwd / "killed"
+    assert [line["epoch"] for line in metric_lines(out)] == [1, 2]
+    a, b = weights(out / "last.pt"), weights(two.dir / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, tmp_path, fork_server):
+    stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
+    zoo = ZooCLI(tmp_path)
+    args = ["run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "4", "--nproc", "2", "--out", "stopped"]
+    launcher = fork_server.start(args, cwd=tmp_path, env=zoo.environment(), path=[], stdout=stdout, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while "epoch 1/4" not in stderr.read_text() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGINT)  # lands in epoch 2: mid-epoch, or during validation
+        code = launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    text = stderr.read_text()
+    errors = [line for line in text.splitlines() if line.startswith("zoo: error:")]
+    assert code == 130 and len(errors) == 1 and "stopped by SIGINT" in errors[0], text
+    assert "Traceback" not in text
+    out = tmp_path / "stopped"
+    assert json.loads((out / "status.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 or ckpt["partial"] is not None  # where rank 0 saved: all ranks stopped there
+
+    run(single(out, resume=True, epochs=4))  # in one process, 2 x 8 = 16
+    reference = tmp_path / "one"
+    shutil.copytree(two.root / "one", reference)
+    run(single(reference, resume=True, epochs=4))
+    assert [line["epoch"] for line in metric_lines(out)] == [1, 2, 3, 4]
+    assert_weights_close(weights(out / "last.pt"), weights(reference / "last.pt"))
+
+
+def test_the_group_reports_its_root_cause_once(tmp_path):
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    def failure(rank: int, exitcode: int, message: str | None = None, **zoo) -> ProcessFailure:
+        path = tmp_path / f"{rank}-{exitcode}.json"
+        if message is not None:
+            extra = {"timestamp": "0", "zoo": zoo}
+            path.write_text(json.dumps({"message": {"message": message, "extraInfo": extra}}))
+        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode, error_file=str(path))
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    # rank 1 died; rank 0 only saw its collective fail: the death is the news
+    error = _root_failure({0: failure(0, 1, "another worker process failed", cause="peer", exit_code=1),
+                           1: failure(1, -9)}, tmp_path, max_restarts=1)
+    assert error.exit_code == 1 and "worker rank 1 (pid 101) was killed by SIGKILL (after 1 restart)" in str(error)
+    assert f"continue with --resume --out {tmp_path}" in str(error)
+    # the same bad input on every rank: rank 0's words and exit code, nothing added
+    error = _root_failure({r: failure(r, 2, f"unknown dataset [{r}]", cause="error", exit_code=2) for r in (1, 0)},
+                          tmp_path, max_restarts=0)
+    assert (error.exit_code, str(error)) == (2, "unknown dataset [0]")
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_launch_errors_are_one_line_before_any_worker_starts(tmp_path, monkeypatch, capsys, busy_port):
+    monkeypatch.chdir(tmp_path)
+
+    def refused(*args: str, code: int = 2) -> str:
+        assert cli.main(["run", *args]) == code
+        err = capsys.readouterr().err
+        assert len([line for line in err.splitlines() if line.startswith("zoo: error:")]) == 1 and "Traceback" not in err
+        return err
+
+    assert "pass --device cuda" in refused(*TWO, "--device", "cuda:1")
+    assert "did you mean 'sgd'" in refused("tudui", "sgdd", *DATA, "--nproc", "2")
+    assert "nothing to resume" in refused(*TWO, "--resume", "--out", "missing")
+    monkeypatch.setenv("MASTER_PORT", str(busy_port))
+    assert f"port {busy_port} (MASTER_PORT) is busy" in refused(*TWO, "--out", "r")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_more_processes_than_gpus_is_refused(tmp_path, monkeypatch, capsys):
+    import zoo.distributed
+
+    monkeypatch.setattr(zoo.distributed, "resolve_device", lambda spec: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cli.main(["run", "tudui", "sgd", "--nproc", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "--nproc 2 needs 2 GPUs, one per process, but 1 are visible" in capsys.readouterr().err
+
+
+def test_run_refuses_nproc_outside_a_launcher(tmp_path):
+    with pytest.raises(UsageError, match="torchrun --nproc-per-node 2 -m zoo run"):
+        run(single(tmp_path / "r", nproc=2))
+
+
+# -- sharding (zoo.data), in this process ---------------------------------------------------------
+
+
+def numbered(n: int) -> TensorImageDataset:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    return TensorImageDataset(images, torch.arange(n), mean=(0.0,), std=(1.0,))
+
+
+@pytest.mark.parametrize("n, batch, world", [(10, 2, 3), (96, 8, 2), (7, 4, 2), (5, 1, 5)])
+def test_ranks_take_disjoint_shards_that_make_up_the_single_process_batches(n, batch, world):
+    def epoch(rank: int, world: int, batch: int) -> list[list[int]]:
+        batches = iterate_batches(numbered(n), batch, shuffle=True, generator=torch.Generator().manual_seed(3),
+                                  rank=rank, world=world)
+        steps = [y.tolist() for _, y in batches]
+        assert len(steps) == len(batches)
+        return steps
+
+    shards = [epoch(rank, world, batch) for rank in range(world)]
+    order = sum(epoch(0, 1, batch * world), [])  # one process, the same generator: the epoch's order
+    usable, size = n - n % world, batch * world  # the last n % world samples of the order sit out
+    assert len({len(s) for s in shards}) == 1  # the same number of steps on every rank...
+    for step, steps in enumerate(zip(*shards)):
+        assert len({len(s) for s in steps}) == 1  # ...of the same size, or DDP would wait forever
+        together = sorted(sum(steps, []))
+        assert len(set(together)) == len(together)  # disjoint
+        assert together == sorted(order[step * size : min((step + 1) * size, usable)])  # one global batch
+    batches = iterate_batches(numbered(n), batch, shuffle=True, generator=torch.Generator(), rank=0, world=world)
+    assert batches.samples == usable and sum(batches.step_sizes()) == usable
+
+
+def test_validation_shards_cover_every_sample_once_and_the_dataloader_path_agrees():
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 11
+
+        def __getitem__(self, i: int):
+            return torch.zeros(1, 2, 2), i
+
+    seen = []
+    for rank in range(3):
+        tensors = [y.tolist() for _, y in iterate_batches(numbered(11), 2, shuffle=False, rank=rank, world=3)]
+        loader = [y.tolist() for _, y in iterate_batches(Plain(), 2, shuffle=False, rank=rank, world=3)]
+        assert tensors == loader
+        seen += sum(tensors, [])
+        shuffled = [iterate_batches(data, 2, shuffle=True, generator=torch.Generator().manual_seed(1), rank=rank, world=3)
+                    for data in (numbered(11), Plain())]
+        assert [y.tolist() for _, y in shuffled[0]] == [y.tolist() for _, y in shuffled[1]]
+    assert seen == list(range(11))
+
+
+def test_a_single_process_dist_changes_nothing():
+    one = Dist(torch.device("cpu"))
+    model, criterion = torch.nn.Linear(2, 2), torch.nn.CrossEntropyLoss()
+    assert one.wrap(model) is model and one.train_criterion(criterion) is criterion
+    assert one.for_evaluation(model, model) is model and one.observers("host") == "host"
+    assert one.stop_vote(True) and not one.stop_vote(False) and one.agree(True) and not one.agree(False)
+    assert one.describe() == "cpu" and one.is_main and not one.distributed
