@@ -66,7 +66,9 @@ def test_run_writes_the_run_directory_and_returns_the_summary(tmp_path):
     assert summary["model"] == "tudui" and summary["optimizer"] == "adam" and summary["dataset"] == "fake"
     assert summary["last_checkpoint"] == str(out / "last.pt") and summary["best_checkpoint"] == str(out / "best.pt")
     assert summary["images_per_second"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "status.json"]
+    status = json.loads((out / "status.json").read_text())
+    assert (status["status"], status["epochs_done"], status["error"]) == ("finished", 2, None)
 
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2]
