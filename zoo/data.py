@@ -262,10 +262,15 @@ class Batches:
 
     def _from_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, shift, divisor = self.dataset.to_device(self.device)
-        for index in self.shards():
-            index = index.to(self.device)
-            x = (images[index] - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
-            yield adapt(x, self.input_size), labels[index]
+        steps = list(self.shards())
+        if not steps:
+            return
+        # The epoch's indices go to the device in one copy, as in _from_tensors: a copy from
+        # pageable memory at every step would wait for the GPU at every step.
+        indices = torch.cat(steps).to(self.device)
+        for index in indices.split([len(step) for step in steps]):
+            x = (images.index_select(0, index) - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
+            yield adapt(x, self.input_size), labels.index_select(0, index)
 
     def _from_tensors(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, shift, divisor = self.dataset.to_device(self.device)
