@@ -293,18 +293,20 @@ def steady(epochs: list[tuple[int, float]], skip: int) -> tuple[float, float]:
     return images / seconds, seconds / len(counted)
 
 
-def raw_model(name: str, device: torch.device, *, channels_last: bool, compile: bool) -> tuple[Any, Any]:
-    """The model and SGD(lr=0.01) as a hand-written script makes them, seeded as the runner seeds."""
+def raw_model(name: str, device: torch.device, *, compile: bool) -> tuple[Any, Any, bool]:
+    """The model and SGD(lr=0.01) as a hand-written script makes them, seeded as the runner seeds:
+    ``(model, optimizer, channels_last)``. NHWC when the model convolves, as the runner does."""
     from zoo_tudui.model import Tudui
 
     torch.manual_seed(0)
     model = Tudui(10) if name == "tudui" else build_linear(10)
+    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if channels_last:
         model.to(device, memory_format=torch.channels_last)
     else:
         model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    return (torch.compile(model) if compile else model), optimizer
+    return (torch.compile(model) if compile else model), optimizer, channels_last
 
 
 # -- 0. the fast paths -------------------------------------------------------------------------
@@ -429,9 +431,9 @@ def bench_overhead(bench: Bench) -> dict[str, Any]:
             return _rates(per_epoch, skip)
 
         def raw() -> dict[str, float]:
-            net, optimizer = raw_model(model, cpu, channels_last=False, compile=compile)
+            net, optimizer, channels_last = raw_model(model, cpu, compile=compile)
             per_epoch = raw_loop.train_epochs(net, optimizer, *tensors, batch_size=batch, epochs=epochs,
-                                              generator=torch.Generator().manual_seed(0))
+                                              generator=torch.Generator().manual_seed(0), channels_last=channels_last)
             return _rates(per_epoch, skip)
 
         log(f"  overhead: {model}, batch {batch}, {epochs} x {steps} steps{', compiled' if compile else ''}")
@@ -596,16 +598,16 @@ def bench_gpu(bench: Bench) -> dict[str, Any]:
                 return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
 
             def raw() -> dict[str, float]:
-                model, optimizer = raw_model("tudui", device, channels_last=cuda, compile=compile)
+                model, optimizer, channels_last = raw_model("tudui", device, compile=compile)
                 per_epoch = raw_loop.train_epochs(model, optimizer, *tensors, batch_size=batch, epochs=epochs,
                                                   generator=torch.Generator().manual_seed(0), amp_dtype=amp_dtype,
-                                                  channels_last=cuda)
+                                                  channels_last=channels_last)
                 rate, seconds = steady(per_epoch, 1)
                 return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
 
             log(f"  gpu: batch {batch}{', compiled' if compile else ''} on {device}")
             got = interleaved(profile.repeats, {"runner": runner, "raw": raw})
-            row = {"batch_size": batch, "compile": compile, "amp": "bf16" if amp else None, "channels_last": cuda}
+            row = {"batch_size": batch, "compile": compile, "amp": "bf16" if amp else None, "channels_last": True}
             for name in ("runner", "raw"):
                 for key in ("images_per_second", "seconds_per_epoch", "first_epoch_seconds"):
                     row[f"{name}_{key}"] = spread([r[key] for r in got[name]])
