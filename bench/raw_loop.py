@@ -3,8 +3,9 @@
 What a careful engineer writes by hand for an in-memory image set, and nothing more: the same
 uint8 tensors the runner trains on, one ``randperm`` per epoch, ``index_select`` (2-3x faster than
 ``images[index]`` on a CPU) and normalisation per batch, ``zero_grad(set_to_none=True)`` /
-forward / backward / ``step``, and no host sync inside an epoch. No loss bookkeeping, NaN check, progress bar or signal handling: whatever the runner
-spends on those is its overhead over this loop.
+forward / backward / ``step``, and no host sync inside an epoch. No loss bookkeeping, NaN
+check, progress bar or signal handling: whatever the runner spends on those is its overhead
+over this loop.
 """
 
 from __future__ import annotations
