@@ -1,7 +1,7 @@
 """The zoo's benchmarks (issue 5): the runner against a hand-written loop, the seed's routine
 and ``import torch``, measured side by side on one machine.
 
-    python bench/run.py [--quick] [--out bench/results] [--only SECTION,...] [--compile]
+    python bench/run.py [--full] [--out bench/results] [--only SECTION,...] [--compile]
                         [--repeats N] [--threads N] [--gpu-batch-sizes 64,512] [--gpu-on-cpu]
 
 Sections (``--only`` takes their names):
@@ -63,7 +63,7 @@ CIFAR_IMAGE_BYTES = 3 * 32 * 32  # one uint8 image
 
 @dataclass(frozen=True)
 class Profile:
-    """How much of everything: ``--quick`` or the full run."""
+    """How much of everything: the default run (a few minutes) or ``--full``."""
 
     repeats: int  # interleaved pairs for overhead, list and gpu
     overhead_rows: tuple[tuple[str, int, int, int], ...]  # (model, batch, steps, epochs); the first has the goal
@@ -75,8 +75,10 @@ class Profile:
 
 FULL = Profile(repeats=7, overhead_rows=(("tudui", 64, 150, 1), ("bench-linear", 64, 150, 10)),
                seed_data=(50_000, 10_000), seed_repeats=3, gpu_epochs=5, gpu_batch_sizes=(64, 512))
-QUICK = Profile(repeats=3, overhead_rows=(("tudui", 64, 40, 1), ("bench-linear", 64, 40, 10)),
-                seed_data=(10_000, 2_000), seed_repeats=2, gpu_epochs=3, gpu_batch_sizes=(64, 512))
+# The default: a 10,000-image CIFAR-10-format epoch (one training file's worth) and fewer steps,
+# about 4 minutes on 2 cores. --full: the whole 50,000-image epoch and more repeats, about 13.
+DEFAULT = Profile(repeats=5, overhead_rows=(("tudui", 64, 40, 1), ("bench-linear", 64, 40, 10)),
+                  seed_data=(10_000, 2_000), seed_repeats=3, gpu_epochs=3, gpu_batch_sizes=(64, 512))
 
 GOALS = {
     "overhead": "runner / raw >= 0.98 for Tudui at batch 64",
@@ -786,17 +788,17 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The zoo's benchmarks (issue 5), side by side on this machine.",
                                      epilog="See the module docstring and BENCHMARKS.md.")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and a 10,000-image epoch (about 3 minutes on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="the whole 50,000-image epoch, more steps and repeats (about 13 minutes on 2 cores; default: a 10,000-image epoch, about 4)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results and data (default: bench/results)")
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows (overhead and gpu)")
-    parser.add_argument("--repeats", type=int, help="interleaved pairs per comparison (default: 7, --quick 3)")
+    parser.add_argument("--repeats", type=int, help="interleaved pairs per comparison (default: 5, --full 7)")
     parser.add_argument("--threads", type=int, help="torch threads, here and in every child (default: torch's)")
     parser.add_argument("--gpu-batch-sizes", help="comma-separated batch sizes of the gpu section (default 64,512)")
     parser.add_argument("--gpu-on-cpu", action="store_true", help="run the gpu section on the CPU (tests the script)")
     args = parser.parse_args(argv)
 
-    profile = QUICK if args.quick else FULL
+    profile = FULL if args.full else DEFAULT
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.repeats:
@@ -810,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     bench = Bench(args, profile)
-    report: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": machine(), "results": {}, "load": {}}
+    report: dict[str, Any] = {"mode": "full" if args.full else "default", "machine": machine(), "results": {}, "load": {}}
     log(f"bench: {report['mode']} run on {report['machine']['cpu']}, work in {bench.work}")
     sections = {"fastpaths": bench_fastpaths, "overhead": bench_overhead, "seed": bench_seed, "list": bench_list, "memory": bench_memory,
                 "gpu": bench_gpu}

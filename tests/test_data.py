@@ -94,10 +94,36 @@ def test_cifar10_reads_a_cifar10_format_directory(tmp_path):
     test_data, test_labels = datafiles.read_cifar10_batch(base / "test_batch")
     assert torch.equal(val.images[-1], torch.from_numpy(test_data[-1].reshape(3, 32, 32)))
     assert val.labels.tolist() == test_labels
+    # Every row of all five files, in file order (the reader copies them into one array).
+    batches = [datafiles.read_cifar10_batch(base / f"data_batch_{i}") for i in range(1, 6)]
+    every_row = np.concatenate([rows for rows, _ in batches]).reshape(-1, 3, 32, 32)
+    assert torch.equal(train.images, torch.from_numpy(every_row))
+    assert train.labels.tolist() == [label for _, file_labels in batches for label in file_labels]
     x, y = train[0]
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == labels[0]
     expected = (torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255 - torch.tensor(loaders.CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(loaders.CIFAR10_STD).view(3, 1, 1)
     torch.testing.assert_close(x, expected)
+
+
+def test_cifar10_file_names_are_torchvisions():
+    from torchvision.datasets import CIFAR10
+
+    assert loaders._cifar10_files(True) == [name for name, _ in CIFAR10.train_list] + [CIFAR10.meta["filename"]]
+    assert loaders._cifar10_files(False) == [name for name, _ in CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+
+
+def test_reading_cifar10_imports_no_torchvision(tmp_path):
+    # torchvision's import costs ~2.8 s and 160 MiB (it imports torch._dynamo); the reader and
+    # a checkpoint's provenance do without it.
+    datafiles.write_cifar10_dir(tmp_path, n_train=10, n_test=5)
+    code = (
+        "import sys; from zoo_datasets import loaders; from zoo.checkpoint import provenance\n"
+        f"assert len(loaders.load_cifar10(True, {str(tmp_path)!r}, False)) == 10\n"
+        "assert provenance()['torchvision']\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torchvision', 'torch._dynamo'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_cifar10_missing_directory_names_it_and_the_remedies(tmp_path):
