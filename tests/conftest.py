@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,14 @@ from zoo.registry import reset_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 _ZOO_VARS = ("ZOO_REGISTRY", "ZOO_LOAD_PLUGINS", "ZOO_STRICT_PLUGINS", "ZOO_DEBUG", "ZOO_DATA")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The tests send SIGINT on purpose, here and to the zoo processes they start. A suite run in
+    # the background (cmd &, nohup) inherits SIGINT ignored, which the runner and every child
+    # would honour; give it Python's own handler, which children then get too.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

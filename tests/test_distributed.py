@@ -224,6 +224,51 @@ def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, 
     assert_weights_close(weights(out / "last.pt"), weights(reference / "last.pt"))
 
 
+DROPOUT_REGISTRY = """
+models:
+  tudui-dropout:
+    base: tudui
+    summary: Tudui with dropout on its output, a random layer
+    edits:
+      - append: drop
+        layer: Dropout
+        kwargs: {p: 0.5}
+"""
+
+
+def test_random_layers_resume_bitwise_whether_stopped_between_or_inside_epochs(tmp_path, fork_server):
+    # Rank 1 draws dropout masks of its own. After a restart at an epoch boundary its stream is
+    # re-derived from (seed, epoch, rank); after a stop mid-epoch it continues the stream saved
+    # for it in the checkpoint (a signal after step 5 is voted on at step 6 and read at step 7:
+    # all ranks stop after step 7, mid-epoch 2). Either way the weights are the uninterrupted
+    # run's, bit for bit.
+    from forkcli import ForkedZooCLI
+
+    (tmp_path / "dropout.yaml").write_text(DROPOUT_REGISTRY)
+    zoo = ForkedZooCLI(tmp_path, fork_server)
+    args = ["run", "tudui-dropout", "sgd", "--registry", "dropout.yaml", "--data", "fake", "--limit-train", "64",
+            "--limit-val", "16", "--device", "cpu", "--batch-size", "8", "--epochs", "2", "--nproc", "2"]  # 4 steps an epoch
+    reference = zoo(*args, "--out", "reference", timeout=240)
+    assert reference.returncode == 0, reference.stderr
+
+    killed = zoo(*args, "--max-restarts", "1", "--out", "killed", env={ENV_TEST_KILL: "1:6"}, timeout=240)
+    assert killed.returncode == 0 and "restarted (restart 1 of 1)" in killed.stderr, killed.stderr
+
+    stopped = zoo(*args, "--out", "stopped", env={ENV_TEST_KILL: "1:5:SIGINT"}, timeout=240)
+    assert stopped.returncode == 130, stopped.stderr
+    partial = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["partial"]
+    assert partial["epoch"] == 2 and 0 < partial["step"] < 4 and len(partial["ranks_rng"]) == 2
+    resumed = zoo(*args, "--resume", "--out", "stopped", timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+
+    expected = weights(tmp_path / "reference" / "last.pt")
+    for name in ("killed", "stopped"):
+        got = weights(tmp_path / name / "last.pt")
+        assert all(torch.equal(got[k], expected[k]) for k in expected), name
+        assert [line["train_loss"] for line in metric_lines(tmp_path / name)] == \
+            [line["train_loss"] for line in metric_lines(tmp_path / "reference")], name
+
+
 def test_the_group_reports_its_root_cause_once(tmp_path):
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 

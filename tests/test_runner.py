@@ -172,6 +172,17 @@ def test_a_second_sigint_stops_at_once_leaving_the_previous_checkpoint(tmp_path,
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_inherited_ignored_sigint_stays_ignored(tmp_path, monkeypatch):
+    # A shell starts background jobs (cmd &, nohup) with SIGINT ignored: Ctrl-C spares them.
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _signal_at(monkeypatch, 2, signal.SIGINT)
+        summary = run(tiny(tmp_path / "r", epochs=1))
+        assert summary["epochs"] == 1 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 # -- refusing what would lose work ------------------------------------------------------------
 
 

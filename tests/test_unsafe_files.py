@@ -164,7 +164,7 @@ BROKEN = {
     "zero-bytes": (lambda p, g: p.write_bytes(b""), "is empty (0 bytes)", "is empty (0 bytes)"),
     "truncated": (_truncated, "is truncated or corrupt", "is truncated or corrupt"),
     "empty-checkpoint": (lambda p, g: torch.save({}, p), "is not a zoo checkpoint: it is a dict with keys []",
-                         "holds a dict (keys []), not a state_dict of tensors"),
+                         "--weights broken.pt holds a dict (keys []), not a state_dict of tensors; pass a file of parameter names to tensors"),
     "png-renamed": (_png, "is not a torch file: it looks like a PNG image", "is not a torch file: it looks like a PNG image"),
     "safetensors": (_safetensors, "is not a zoo checkpoint: it is a safetensors file (2 tensors",
                     "does not fit base model 'tudui': missing keys model.0.weight"),

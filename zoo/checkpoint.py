@@ -510,7 +510,10 @@ def state_dict_from(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if not _is_state_dict(obj):
         kind = type(obj).__name__
         keys = f" (keys {sorted(map(str, obj))[:5]})" if isinstance(obj, Mapping) else ""
-        raise UsageError(f"{source} holds a {kind}{keys}, not a state_dict of tensors")
+        raise UsageError(
+            f"{source} holds a {kind}{keys}, not a state_dict of tensors; pass a file of parameter "
+            f"names to tensors (torch.save(model.state_dict(), PATH), safetensors) or a zoo checkpoint"
+        )
     state = dict(obj)
     for prefix in ("module.", "_orig_mod."):
         if all(k.startswith(prefix) for k in state):

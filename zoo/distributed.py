@@ -29,6 +29,7 @@ runner consults at a handful of marked places. What it guarantees:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 ENV_LAUNCHER = "ZOO_LAUNCHER"  # set by `zoo run --nproc` for its workers: it reports their errors itself
-ENV_TEST_KILL = "ZOO_TEST_KILL_WORKER"  # "RANK:STEP": that rank SIGKILLs itself after STEP steps (tests only)
+ENV_TEST_KILL = "ZOO_TEST_KILL_WORKER"  # "RANK:STEP[:SIGNAL]": that rank signals itself (SIGKILL) after STEP steps (tests only)
 MARKER = ".zoo-elastic-run-id"  # in a run directory made by an elastic job: that job's run id
 # What the agent gives workers after a signal, to finish their step and checkpoint, before it
 # SIGKILLs them; also how long a worker stuck in a collective with a dead peer can hold up a restart.
@@ -131,7 +132,7 @@ class Dist:
     backend: str | None = None
     control: Any = None  # a gloo group for host-side votes and sums, whatever the backend
     owned: bool = False  # this run initialised the default process group, so it destroys it
-    kill_at: int | None = None  # ZOO_TEST_KILL_WORKER: the step after which this rank dies
+    kill_at: tuple[int, signal.Signals] | None = None  # ZOO_TEST_KILL_WORKER: (step, signal) this rank sends itself
     _steps: int = field(default=0, init=False, repr=False)  # training steps taken (stop_vote calls)
     _pending: tuple[Any, torch.Tensor] | None = field(default=None, init=False, repr=False)  # the vote in flight
 
@@ -183,15 +184,42 @@ class Dist:
         *summed, count = totals.tolist()
         return summed, int(count)
 
-    def fork_rng(self) -> None:
+    def fork_rng(self, seed: int, epoch: int) -> None:
         """Give ranks other than 0 a stream of their own for dropout and other random layers.
 
         Every rank starts from the same seed (the same initial weights and batch order); without
         this, rank r would draw the same dropout masks as rank 0 for its own samples. Rank 0
-        keeps its stream, which is the one its checkpoints save.
+        keeps its stream, which is the one its checkpoints save. Rank r's stream for an epoch
+        is a function of (seed, epoch, rank) alone, so a run resumed at an epoch boundary
+        (``--resume``, an elastic restart) draws the masks the uninterrupted run drew.
         """
         if self.rank:
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,))) + self.rank)
+            torch.manual_seed(_rank_seed(seed, epoch, self.rank))
+
+    def rank_rng_states(self) -> list[dict[str, torch.Tensor]] | None:
+        """Every rank's random state, gathered (a collective: all ranks call it at the same
+        step). A run stopped mid-epoch saves them, so that each rank continues its own stream."""
+        if not self.distributed:
+            return None
+        mine = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(self.device)
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, mine, group=self.control)
+        return states
+
+    def restore_rank_rng(self, states: Sequence[Mapping[str, torch.Tensor]] | None, seed: int, epoch: int) -> None:
+        """Continue this rank's stream from ``rank_rng_states`` of a stopped epoch; with none
+        saved for this world size (another N cannot replay the run anyway), fork as at an
+        epoch's start. Rank 0's state comes from the checkpoint's ``rng``."""
+        if not self.rank:
+            return
+        if not states or len(states) != self.world:
+            self.fork_rng(seed, epoch)
+            return
+        torch.set_rng_state(states[self.rank]["torch"])
+        if "cuda" in states[self.rank] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states[self.rank]["cuda"], self.device)
 
     # -- agreeing on when to stop
 
@@ -203,8 +231,8 @@ class Dist:
         every rank reads the same result after the same step.
         """
         self._steps += 1
-        if self.kill_at is not None and self._steps == self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)  # tests: a worker dying mid-epoch, uncleanly
+        if self.kill_at is not None and self._steps == self.kill_at[0]:
+            os.kill(os.getpid(), self.kill_at[1])  # tests: a worker dying (or asked to stop) mid-epoch
         if not self.distributed:
             return local
         agreed = self._collect()
@@ -266,6 +294,12 @@ class Dist:
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
             self.owned = False
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """A seed for rank ``rank`` in ``epoch``, well apart from the run's ``seed`` and each other."""
+    digest = hashlib.blake2b(f"zoo-rank-stream:{seed}:{epoch}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # torch.manual_seed takes up to 2**64 - 1
 
 
 def _env_int(name: str, default: int | None = None) -> int:
@@ -331,16 +365,20 @@ def _worker_config(config: "RunConfig", rank: int, local_world: int) -> "RunConf
     return replace(config, **changes)
 
 
-def _kill_at(rank: int) -> int | None:
-    """``ZOO_TEST_KILL_WORKER=RANK:STEP``, honoured on the first attempt only (a test hook)."""
+def _kill_at(rank: int) -> tuple[int, signal.Signals] | None:
+    """``ZOO_TEST_KILL_WORKER=RANK:STEP[:SIGNAL]`` (SIGNAL a name such as SIGINT; SIGKILL when
+    left out), honoured on the first attempt only (a test hook)."""
     text = os.environ.get(ENV_TEST_KILL)
     if not text or _env_int("TORCHELASTIC_RESTART_COUNT", 0):
         return None
     try:
-        who, step = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise UsageError(f"{ENV_TEST_KILL} must be RANK:STEP, got {text!r}") from None
-    return step if who == rank else None
+        who, step, *name = text.split(":")
+        sig = signal.Signals[name[0]] if name else signal.SIGKILL
+        if len(name) > 1:
+            raise ValueError(text)
+        return (int(step), sig) if int(who) == rank else None
+    except (ValueError, KeyError):
+        raise UsageError(f"{ENV_TEST_KILL} must be RANK:STEP or RANK:STEP:SIGNAL, got {text!r}") from None
 
 
 def _attempt_store(rank: int, world: int) -> dist.Store:

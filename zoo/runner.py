@@ -174,7 +174,10 @@ def evaluate(
 
 class _StopSignals:
     """While active, SIGINT and SIGTERM ask the loop to stop after the current step (it then
-    checkpoints); a second signal stops at once, leaving the previous checkpoint intact."""
+    checkpoints); a second signal stops at once, leaving the previous checkpoint intact.
+
+    A signal the process inherited as ignored stays ignored: a shell starts background jobs
+    (``cmd &``, ``nohup``) with SIGINT ignored so that Ctrl-C at the terminal spares them."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -183,8 +186,10 @@ class _StopSignals:
     def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():  # signal.signal's rule
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._handle)
+                previous = signal.getsignal(signum)
+                if previous is not signal.SIG_IGN:
+                    self._previous[signum] = previous
+                    signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -380,7 +385,7 @@ def _base_weights(config: RunConfig, entry: Any) -> Callable[[nn.Module], None] 
         state, source = _imagenet_weights(base, config.download), f"ImageNet weights of {base}"
     else:
         source = config.weights
-        state = state_dict_from(safe_load(source, trust=config.trust, what="weights file"), source)
+        state = state_dict_from(safe_load(source, trust=config.trust, what="weights file"), f"--weights {source}")
 
     def load(model: nn.Module) -> None:
         load_state_dict_strict(model, state, source=f"--weights {source}", target=f"base model '{base}'")
@@ -703,7 +708,10 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     next(batches)
                 if first_step:
                     restore_rng({k: v for k, v in checkpoint["rng"].items() if k != "shuffle"})  # type: ignore[index]
-                dist.fork_rng()  # distributed: ranks > 0 draw their own dropout masks
+                    # distributed: ranks > 0 continue their own streams where they stopped
+                    dist.restore_rank_rng(partial.get("ranks_rng"), config.seed, epoch)  # type: ignore[union-attr]
+                else:
+                    dist.fork_rng(config.seed, epoch)  # distributed: ranks > 0 draw their own dropout masks
                 partial = None
 
                 bar = None
@@ -738,6 +746,9 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                 if step < steps:  # stopped by a signal mid-epoch: save where we are
                     partial_state = {"epoch": epoch, "step": step, "losses": losses[:step], "shuffle": epoch_shuffle,
                                      "seconds": seconds_before + time.perf_counter() - epoch_start}
+                    ranks_rng = dist.rank_rng_states()  # distributed: every rank's stream, gathered
+                    if ranks_rng is not None:
+                        partial_state["ranks_rng"] = ranks_rng
                     save(last_path, epoch - 1, {**(history[-1] if history else {}), "history": history,
                                                 "best_val_accuracy": best_acc, "best_epoch": best_epoch,
                                                 "train_images": train_images, "train_seconds": train_seconds},
