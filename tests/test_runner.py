@@ -243,6 +243,25 @@ def test_a_nan_loss_stops_with_a_run_error_and_keeps_the_last_good_checkpoint(tm
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
 
 
+@pytest.mark.parametrize("check_every, nan_at_call, where", [
+    (3, 2, "epoch 1, step 2/4"),   # found by the check after step 3
+    (2, 4, "epoch 1, step 4/4"),   # in the second window (steps 3-4)
+    (3, 8, "epoch 2, step 4/4"),   # after the last window: by the check at the epoch's end
+])
+def test_the_nan_check_names_the_step_whichever_window_it_falls_in(tmp_path, monkeypatch, check_every, nan_at_call, where):
+    real, calls = runner.train_step, [0]
+
+    def step(*args, **kwargs):
+        calls[0] += 1
+        loss = real(*args, **kwargs)
+        return torch.full_like(loss, float("nan")) if calls[0] == nan_at_call else loss
+
+    monkeypatch.setattr(runner, "train_step", step)
+    monkeypatch.setattr(runner, "CHECK_EVERY", check_every)
+    with pytest.raises(RunError, match=f"the loss became nan at {where}"):
+        run(tiny(tmp_path / "r", epochs=2))
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [

@@ -670,11 +670,15 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
         value = optimizer.param_groups[0].get("lr")
         return float(value) if value is not None else None
 
-    def check_finite(losses: torch.Tensor, upto: int, epoch: int) -> None:
-        bad = (~torch.isfinite(losses[:upto])).nonzero()
+    def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
+        """Stop the run if a loss of steps ``start + 1`` .. ``len(losses)`` is NaN or infinite."""
+        if start >= len(losses):
+            return
+        window = torch.stack(losses[start:])
+        bad = (~torch.isfinite(window)).nonzero()
         if bad.numel():  # one host sync per check
-            step = int(bad[0, 0]) + 1
-            value = float(losses[step - 1])
+            step = start + int(bad[0, 0]) + 1
+            value = float(window[step - 1 - start])
             kept = f"{last_path} is untouched" if last_path.exists() else "no checkpoint was written"
             rate = lr()
             hint = f" (now {rate:g}, e.g. --lr {rate / 10:g})" if rate else ""
@@ -694,14 +698,16 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
             for epoch in range(start_epoch + 1, config.epochs + 1):
                 epoch_start = time.perf_counter()
                 forward.train()
-                losses = torch.zeros(steps, device=device)
+                # Each step's loss, left on the device: appending to a list costs nothing,
+                # where an indexed store into a tensor costs ~30 us a step (a copy kernel on CUDA).
+                losses: list[torch.Tensor] = []
                 first_step, seconds_before = 0, 0.0
                 if partial is not None and partial["epoch"] == epoch:
                     # Continue a stopped epoch: replay its batch order, skip the batches done,
                     # then put back the RNG state of the moment it stopped.
                     generator.set_state(partial["shuffle"])
                     first_step, seconds_before = int(partial["step"]), float(partial["seconds"])
-                    losses[:first_step] = partial["losses"].to(device)
+                    losses = list(partial["losses"].to(device).unbind())
                 epoch_shuffle = generator.get_state()
                 batches = iter(train_batches)
                 for _ in range(first_step):
@@ -721,14 +727,15 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     bar = tqdm(total=steps, initial=first_step, desc=f"epoch {epoch}/{config.epochs}",
                                unit="batch", file=stream, leave=False, dynamic_ncols=True)
                 train_start = time.perf_counter()
-                step = first_step
+                step = checked = first_step  # the partial epoch's losses were checked before it was saved
                 try:
                     for step, (inputs, targets) in enumerate(batches, start=first_step + 1):
                         if channels_last:
                             inputs = inputs.contiguous(memory_format=torch.channels_last)
-                        losses[step - 1] = train_step(forward, optimizer, train_criterion, inputs, targets, amp_dtype=amp_dtype)
+                        losses.append(train_step(forward, optimizer, train_criterion, inputs, targets, amp_dtype=amp_dtype))
                         if step % CHECK_EVERY == 0:
-                            check_finite(losses, step, epoch)
+                            check_finite(losses, checked, epoch)
+                            checked = step
                         if bar is not None:
                             bar.update(1)
                         # Distributed: a vote, so that every rank stops after the same step.
@@ -741,10 +748,10 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     torch.cuda.synchronize(device)  # the steps ran asynchronously: time all of them
                 train_seconds += time.perf_counter() - train_start
                 train_images += sum(sizes[first_step:step])
-                check_finite(losses, step, epoch)  # before anything is saved: never NaN weights
+                check_finite(losses, checked, epoch)  # before anything is saved: never NaN weights
 
                 if step < steps:  # stopped by a signal mid-epoch: save where we are
-                    partial_state = {"epoch": epoch, "step": step, "losses": losses[:step], "shuffle": epoch_shuffle,
+                    partial_state = {"epoch": epoch, "step": step, "losses": torch.stack(losses), "shuffle": epoch_shuffle,
                                      "seconds": seconds_before + time.perf_counter() - epoch_start}
                     ranks_rng = dist.rank_rng_states()  # distributed: every rank's stream, gathered
                     if ranks_rng is not None:
@@ -756,7 +763,7 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
                     raise Interrupted(f"stopped by {signals.name} at epoch {epoch}, step {step}/{steps}; "
                                       f"continue with --resume --out {run_dir}", signals.signum or signal.SIGINT)
 
-                train_loss = float((losses * step_sizes).sum() / train_batches.samples)
+                train_loss = float((torch.stack(losses) * step_sizes).sum() / train_batches.samples)
                 # Distributed: each rank validates its shard with rank 0's weights and buffers; the sums are added up.
                 result = evaluate(dist.for_evaluation(forward, model), val_batches, criterion, amp_dtype=amp_dtype,
                                   channels_last=channels_last, reduce=dist.sum_metrics if dist.distributed else None)
