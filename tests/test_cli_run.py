@@ -55,6 +55,25 @@ def test_validate_agrees_with_the_run(trained):
     assert report["val_accuracy"] == pytest.approx(summary["best_val_accuracy"])
 
 
+def test_compile_trains_the_same_model_and_checkpoints_its_bare_weights(trained):
+    # --compile (inductor, on this CPU: ~20 s of compiling) must change how fast, not what is
+    # learned: the same seed gives the eager run's weights up to float reordering, under the
+    # eager model's state_dict keys, and its checkpoint validates as that run's does.
+    cli, eager = trained
+    result = cli("run", "tudui", "sgd", *TINY, "--epochs", "2", "--lr", "0.05", "--out", "runs/compiled", "--json",
+                 "--quiet", "--compile", timeout=300)
+    assert result.returncode == 0, result.stderr
+    compiled = json.loads(result.stdout)
+    a = torch.load(cli.cwd / compiled["last_checkpoint"], weights_only=True)["model"]
+    b = torch.load(cli.cwd / eager["last_checkpoint"], weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
+    assert compiled["val_accuracy"] == pytest.approx(eager["val_accuracy"], abs=1 / 40)
+    report = json.loads(cli("validate", compiled["last_checkpoint"], "--limit-val", "40", "--json").stdout)
+    assert report["val_accuracy"] == pytest.approx(compiled["val_accuracy"])
+
+
 def test_predict_reports_good_images_and_names_the_bad_one(trained, tmp_path):
     cli, summary = trained
     good = [write_image(tmp_path / "a.png", "RGBA"), write_image(tmp_path / "b.jpg", "RGB"), write_image(tmp_path / "c.png", "L")]
