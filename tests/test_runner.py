@@ -461,6 +461,28 @@ def test_weights_imagenet_offline_names_the_expected_file(tmp_path, monkeypatch)
 # -- the step and validate -------------------------------------------------------------------
 
 
+def test_the_amp_path_trains_and_evaluates_under_bf16_autocast():
+    # --amp is CUDA-only in a run, but its code path is device-independent: autocast on the
+    # CPU runs the same branches of train_step and evaluate (what this machine can check).
+    torch.manual_seed(0)
+    model = Tudui().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    criterion = nn.CrossEntropyLoss()
+    inputs = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(0, 10, (16,))
+    seen: list[torch.dtype] = []
+    model.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = [train_step(model, optimizer, criterion, inputs, targets, amp_dtype=torch.bfloat16) for _ in range(3)]
+    assert seen == [torch.bfloat16] * 3  # the forward ran in bf16 ...
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... the weights stay float32
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert torch.stack(losses).isfinite().all() and not any(loss.requires_grad for loss in losses)
+    batches = [(inputs, targets)]
+    result = runner.evaluate(model, batches, criterion, amp_dtype=torch.bfloat16, channels_last=True)
+    assert seen[-1] == torch.bfloat16 and result["samples"] == 16 and 0 <= result["val_accuracy"] <= 1
+
+
 def test_train_step_works_for_lbfgs_through_the_closure():
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
