@@ -55,17 +55,20 @@ def test_validate_agrees_with_the_run(trained):
     assert report["val_accuracy"] == pytest.approx(summary["best_val_accuracy"])
 
 
-def test_compile_trains_the_same_model_and_checkpoints_its_bare_weights(trained):
+def test_compile_trains_the_same_model_and_checkpoints_its_bare_weights(trained, tmp_path):
     # --compile (inductor, on this CPU: ~20 s of compiling) must change how fast, not what is
     # learned: the same seed gives the eager run's weights up to float reordering, under the
     # eager model's state_dict keys, and its checkpoint validates as that run's does.
-    cli, eager = trained
-    result = cli("run", "tudui", "sgd", *TINY, "--epochs", "2", "--lr", "0.05", "--out", "runs/compiled", "--json",
+    from conftest import ZooCLI
+
+    eager_cli, eager = trained
+    cli = ZooCLI(tmp_path)  # not the shared directory: test_runs_lists_the_run counts its runs
+    result = cli("run", "tudui", "sgd", *TINY, "--epochs", "2", "--lr", "0.05", "--out", "compiled", "--json",
                  "--quiet", "--compile", timeout=300)
     assert result.returncode == 0, result.stderr
     compiled = json.loads(result.stdout)
     a = torch.load(cli.cwd / compiled["last_checkpoint"], weights_only=True)["model"]
-    b = torch.load(cli.cwd / eager["last_checkpoint"], weights_only=True)["model"]
+    b = torch.load(eager_cli.cwd / eager["last_checkpoint"], weights_only=True)["model"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
