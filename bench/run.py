@@ -51,12 +51,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.overrides import TorchFunctionMode
 from zoo import hookimpl
 
 import raw_loop
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' CIFAR-10 writer and fast-path probes
+from probes import HOST_READS, HostReads  # noqa: E402
+
 SECTIONS = ("fastpaths", "overhead", "seed", "list", "memory", "gpu")
 CIFAR_IMAGE_BYTES = 3 * 32 * 32  # one uint8 image
 
@@ -181,7 +183,6 @@ def cifar_dir(root: Path, n_train: int, n_test: int) -> Path:
     done = data / "complete"
     if not done.exists():
         log(f"  writing {n_train:,} + {n_test:,} random CIFAR-10-format images to {data}")
-        sys.path.insert(0, str(ROOT / "tests"))
         from datafiles import write_cifar10_dir
 
         write_cifar10_dir(data, n_train=n_train, n_test=n_test, seed=0)
@@ -313,23 +314,6 @@ def raw_model(name: str, device: torch.device, *, compile: bool) -> tuple[Any, A
 
 
 # -- 0. the fast paths -------------------------------------------------------------------------
-
-# Tensor methods that read a value back to Python: on CUDA each waits for the device (a sync).
-HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "numpy", "cpu", "is_nonzero"}
-
-
-class HostReads(TorchFunctionMode):
-    """Counts the calls that read tensor values back to Python while it is active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if getattr(func, "__name__", None) in HOST_READS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
 
 class ForwardProbe:
     """A forward pre-hook on a run's model: what each forward pass runs under."""
