@@ -46,14 +46,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from zoo import hookimpl
 
 import raw_loop
+from zoo import hookimpl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' CIFAR-10 writer and fast-path probes
@@ -75,12 +76,24 @@ class Profile:
     gpu_batch_sizes: tuple[int, ...]
 
 
-FULL = Profile(repeats=7, overhead_rows=(("tudui", 64, 150, 1), ("bench-linear", 64, 150, 10)),
-               seed_data=(50_000, 10_000), seed_repeats=3, gpu_epochs=5, gpu_batch_sizes=(64, 512))
+FULL = Profile(
+    repeats=7,
+    overhead_rows=(("tudui", 64, 150, 1), ("bench-linear", 64, 150, 10)),
+    seed_data=(50_000, 10_000),
+    seed_repeats=3,
+    gpu_epochs=5,
+    gpu_batch_sizes=(64, 512),
+)
 # The default: a 10,000-image CIFAR-10-format epoch (one training file's worth) and fewer steps,
 # about 4 minutes on 2 cores. --full: the whole 50,000-image epoch and more repeats, about 13.
-DEFAULT = Profile(repeats=5, overhead_rows=(("tudui", 64, 40, 1), ("bench-linear", 64, 40, 10)),
-                  seed_data=(10_000, 2_000), seed_repeats=3, gpu_epochs=3, gpu_batch_sizes=(64, 512))
+DEFAULT = Profile(
+    repeats=5,
+    overhead_rows=(("tudui", 64, 40, 1), ("bench-linear", 64, 40, 10)),
+    seed_data=(10_000, 2_000),
+    seed_repeats=3,
+    gpu_epochs=3,
+    gpu_batch_sizes=(64, 512),
+)
 
 GOALS = {
     "overhead": "runner / raw >= 0.98 for Tudui at batch 64",
@@ -96,8 +109,13 @@ GOALS = {
 def spread(values: list[float]) -> dict[str, Any]:
     """Median, min, max (and the quartiles from 4 values on) of one measurement's repeats."""
     ordered = sorted(values)
-    out: dict[str, Any] = {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1],
-                           "n": len(ordered), "values": values}
+    out: dict[str, Any] = {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": len(ordered),
+        "values": values,
+    }
     if len(ordered) >= 4:
         q1, _, q3 = statistics.quantiles(ordered, n=4)
         out["iqr"] = [q1, q3]
@@ -163,8 +181,9 @@ def child(argv: list[str], work: Path, name: str) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     stdout, stderr, measured = work / f"{name}.out", work / f"{name}.err", work / f"{name}.json"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        code = subprocess.run([sys.executable, "-c", _LAUNCHER, str(measured), *argv], stdout=out, stderr=err,
-                              cwd=ROOT, env=child_env()).returncode
+        code = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(measured), *argv], stdout=out, stderr=err, cwd=ROOT, env=child_env()
+        ).returncode
     if code != 0:
         tail = stderr.read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{' '.join(map(str, argv))} exited {code}: {' / '.join(tail)}")
@@ -217,7 +236,9 @@ class BenchPlugin:
 
     @hookimpl
     def register_models(self, register: Any) -> None:
-        register("bench-linear", build_linear, summary="Flatten + Linear: the loop's own cost", default_dataset="cifar10")
+        register(
+            "bench-linear", build_linear, summary="Flatten + Linear: the loop's own cost", default_dataset="cifar10"
+        )
 
     @hookimpl
     def on_run_start(self, run: Any) -> None:
@@ -273,8 +294,16 @@ class Bench:
         plugin = self.plugin()
         plugin.reset()
         self._runs += 1
-        summary = run(RunConfig(model=model, optimizer="sgd", data="cifar10", quiet=True,
-                                out=str(self.work / f"run-{self._runs}"), **config))
+        summary = run(
+            RunConfig(
+                model=model,
+                optimizer="sgd",
+                data="cifar10",
+                quiet=True,
+                out=str(self.work / f"run-{self._runs}"),
+                **config,
+            )
+        )
         epochs = plugin.epochs()
         if plugin.model_class != MODELS[model] or len(epochs) != config.get("epochs", 1):
             raise RuntimeError(f"unexpected run: model {plugin.model_class}, {len(epochs)} epochs seen")
@@ -315,6 +344,7 @@ def raw_model(name: str, device: torch.device, *, compile: bool) -> tuple[Any, A
 
 # -- 0. the fast paths -------------------------------------------------------------------------
 
+
 class ForwardProbe:
     """A forward pre-hook on a run's model: what each forward pass runs under."""
 
@@ -354,8 +384,15 @@ def bench_fastpaths(bench: Bench) -> dict[str, Any]:
         TensorImageDataset.__getitem__ = counting_getitem  # type: ignore[method-assign]
         try:
             with HostReads() as reads:
-                bench.run_zoo("bench-linear", data_dir=str(data_dir), batch_size=batch, limit_train=n_steps * batch,
-                              limit_val=512, epochs=1, device="cpu")
+                bench.run_zoo(
+                    "bench-linear",
+                    data_dir=str(data_dir),
+                    batch_size=batch,
+                    limit_train=n_steps * batch,
+                    limit_val=512,
+                    epochs=1,
+                    device="cpu",
+                )
         finally:
             TensorImageDataset.__getitem__ = real_getitem  # type: ignore[method-assign]
             plugin.on_start = None
@@ -367,29 +404,44 @@ def bench_fastpaths(bench: Bench) -> dict[str, Any]:
     per_step = (reads_long - reads_short) / steps
     checks["no_per_item_python"] = {
         "how": "TensorImageDataset.__getitem__ counted during two one-epoch runs (training and validation)",
-        "getitem_calls": items_short + items_long, "ok": items_short + items_long == 0}
+        "getitem_calls": items_short + items_long,
+        "ok": items_short + items_long == 0,
+    }
     checks["no_host_read_per_step"] = {
         "how": f"tensor reads to Python ({', '.join(sorted(HOST_READS))}) counted by a TorchFunctionMode in "
-               f"runs of {steps} and {2 * steps} steps; the difference divided by {steps} is the reads per step",
-        "reads": [reads_short, reads_long], "reads_per_step": per_step,
-        "allowed_per_step": 1 / CHECK_EVERY, "ok": per_step <= 1 / CHECK_EVERY}
+        f"runs of {steps} and {2 * steps} steps; the difference divided by {steps} is the reads per step",
+        "reads": [reads_short, reads_long],
+        "reads_per_step": per_step,
+        "allowed_per_step": 1 / CHECK_EVERY,
+        "ok": per_step <= 1 / CHECK_EVERY,
+    }
     checks["validation_under_inference_mode"] = {
         "how": "a forward pre-hook records torch.is_inference_mode_enabled() at every eval-mode forward",
         "eval_forwards": len(probe.eval_modes),
-        "ok": bool(probe.eval_modes) and all(inference and not grad for inference, grad in probe.eval_modes)}
+        "ok": bool(probe.eval_modes) and all(inference and not grad for inference, grad in probe.eval_modes),
+    }
     checks["zero_grad_set_to_none"] = {
         "how": "the same hook checks that every parameter's .grad is None at each training forward after the "
-               "first (zero_grad(set_to_none=False) would leave zero tensors)",
+        "first (zero_grad(set_to_none=False) would leave zero tensors)",
         "train_forwards": len(probe.train_grads_none),
-        "ok": len(probe.train_grads_none) == steps and all(probe.train_grads_none[1:])}
+        "ok": len(probe.train_grads_none) == steps and all(probe.train_grads_none[1:]),
+    }
 
-    got = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", "list", "--json"], cwd=ROOT,
-                         capture_output=True, text=True, env=child_env())
+    got = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "zoo", "list", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
     imported = {line.rsplit("|", 1)[-1].strip() for line in got.stderr.splitlines() if line.startswith("import time:")}
     heavy = sorted(name for name in imported if name.split(".")[0] in ("torch", "torchvision", "numpy", "sklearn"))
     checks["zoo_list_imports_no_torch"] = {
         "how": "python -X importtime -m zoo list --json: no torch, torchvision, numpy or sklearn module imported",
-        "heavy_imports": heavy[:10], "modules_imported": len(imported), "ok": got.returncode == 0 and not heavy}
+        "heavy_imports": heavy[:10],
+        "modules_imported": len(imported),
+        "ok": got.returncode == 0 and not heavy,
+    }
     return {"checks": checks, "goal": "every check ok", "met": all(c["ok"] for c in checks.values())}
 
 
@@ -413,14 +465,29 @@ def bench_overhead(bench: Bench) -> dict[str, Any]:
         skip = 1 if compile else 0
 
         def runner() -> dict[str, float]:
-            per_epoch, _ = bench.run_zoo(model, data_dir=str(data_dir), batch_size=batch, limit_train=n,
-                                         limit_val=512, epochs=epochs, device="cpu", compile=compile)
+            per_epoch, _ = bench.run_zoo(
+                model,
+                data_dir=str(data_dir),
+                batch_size=batch,
+                limit_train=n,
+                limit_val=512,
+                epochs=epochs,
+                device="cpu",
+                compile=compile,
+            )
             return _rates(per_epoch, skip)
 
         def raw() -> dict[str, float]:
             net, optimizer, channels_last = raw_model(model, cpu, compile=compile)
-            per_epoch = raw_loop.train_epochs(net, optimizer, *tensors, batch_size=batch, epochs=epochs,
-                                              generator=torch.Generator().manual_seed(0), channels_last=channels_last)
+            per_epoch = raw_loop.train_epochs(
+                net,
+                optimizer,
+                *tensors,
+                batch_size=batch,
+                epochs=epochs,
+                generator=torch.Generator().manual_seed(0),
+                channels_last=channels_last,
+            )
             return _rates(per_epoch, skip)
 
         log(f"  overhead: {model}, batch {batch}, {epochs} x {steps} steps{', compiled' if compile else ''}")
@@ -429,10 +496,15 @@ def bench_overhead(bench: Bench) -> dict[str, Any]:
             warm.add(model)
         got = interleaved(repeats, {"runner": runner, "raw": raw})
         ratios = [a["images_per_second"] / b["images_per_second"] for a, b in zip(got["runner"], got["raw"])]
-        overhead_us = [(1 / a["images_per_second"] - 1 / b["images_per_second"]) * batch * 1e6
-                       for a, b in zip(got["runner"], got["raw"])]
+        overhead_us = [
+            (1 / a["images_per_second"] - 1 / b["images_per_second"]) * batch * 1e6
+            for a, b in zip(got["runner"], got["raw"])
+        ]
         row = {
-            "model": model, "batch_size": batch, "steps": steps * (epochs - skip), "compile": compile,
+            "model": model,
+            "batch_size": batch,
+            "steps": steps * (epochs - skip),
+            "compile": compile,
             "runner_images_per_second": spread([r["images_per_second"] for r in got["runner"]]),
             "raw_images_per_second": spread([r["images_per_second"] for r in got["raw"]]),
             "ratio": spread(ratios),
@@ -466,22 +538,63 @@ def bench_seed(bench: Bench) -> dict[str, Any]:
 
     def zoo_epoch(*limit: str) -> dict[str, Any]:
         count[0] += 1
-        got = child([*zoo, "run", "tudui", "sgd", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "64",
-                     "--device", "cpu", "--out", str(work / f"zoo-{count[0]}"), "--quiet", "--json", *limit],
-                    work, f"zoo-{count[0]}")
+        got = child(
+            [
+                *zoo,
+                "run",
+                "tudui",
+                "sgd",
+                "--data-dir",
+                str(data_dir),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--device",
+                "cpu",
+                "--out",
+                str(work / f"zoo-{count[0]}"),
+                "--quiet",
+                "--json",
+                *limit,
+            ],
+            work,
+            f"zoo-{count[0]}",
+        )
         summary = json.loads(got["stdout"])
         train = n_train / summary["images_per_second"] if not limit else None
-        return {"seconds": got["seconds"], "max_rss": got["max_rss"], "train_seconds": train,
-                "images_per_second": summary["images_per_second"]}
+        return {
+            "seconds": got["seconds"],
+            "max_rss": got["max_rss"],
+            "train_seconds": train,
+            "images_per_second": summary["images_per_second"],
+        }
 
     def seed_epoch() -> dict[str, Any]:
         count[0] += 1
-        got = child([sys.executable, str(ROOT / "bench" / "seed_loop.py"), "--data-dir", str(data_dir),
-                     "--epochs", "1", "--out", str(work / f"seed-{count[0]}")], work, f"seed-{count[0]}")
+        got = child(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "seed_loop.py"),
+                "--data-dir",
+                str(data_dir),
+                "--epochs",
+                "1",
+                "--out",
+                str(work / f"seed-{count[0]}"),
+            ],
+            work,
+            f"seed-{count[0]}",
+        )
         phases = json.loads(got["stdout"].strip().splitlines()[-1])
-        return {"seconds": got["seconds"], "max_rss": got["max_rss"], "train_seconds": phases["train_seconds"],
-                "images_per_second": phases["images_per_second"], "setup_seconds": phases["setup_seconds"],
-                "test_seconds": phases["test_seconds"]}
+        return {
+            "seconds": got["seconds"],
+            "max_rss": got["max_rss"],
+            "train_seconds": phases["train_seconds"],
+            "images_per_second": phases["images_per_second"],
+            "setup_seconds": phases["setup_seconds"],
+            "test_seconds": phases["test_seconds"],
+        }
 
     log(f"  seed: one epoch of {n_train:,} + {n_test:,} images, zoo run vs the seed's routine")
     zoo_epoch("--limit-train", "64", "--limit-val", "64")  # compiles and caches the zoo's bytecode
@@ -492,8 +605,14 @@ def bench_seed(bench: Bench) -> dict[str, Any]:
         keys = [k for k in runs[0] if runs[0][k] is not None]
         return {k: spread([r[k] for r in runs]) for k in keys}
 
-    result = {"train_images": n_train, "test_images": n_test, "zoo": summarise(got["zoo"]),
-              "seed": summarise(got["seed"]), "speedup": spread(speedups), "goal": GOALS["seed"]}
+    result = {
+        "train_images": n_train,
+        "test_images": n_test,
+        "zoo": summarise(got["zoo"]),
+        "seed": summarise(got["seed"]),
+        "speedup": spread(speedups),
+        "goal": GOALS["seed"],
+    }
     result["met"] = result["speedup"]["median"] >= 1.15
     return result
 
@@ -561,8 +680,12 @@ def bench_gpu(bench: Bench) -> dict[str, Any]:
         device = torch.device("cpu")
     else:
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
-        return {"skipped": f"not measured: no GPU was available (torch {torch.__version__}, {built}, "
-                           f"no CUDA device visible)", "goal": GOALS["gpu"], "met": None}
+        return {
+            "skipped": f"not measured: no GPU was available (torch {torch.__version__}, {built}, "
+            f"no CUDA device visible)",
+            "goal": GOALS["gpu"],
+            "met": None,
+        }
     profile = bench.profile
     n_train, n_test = profile.seed_data if device.type == "cuda" else (2048, 512)
     data_dir = cifar_dir(bench.data_root, n_train, n_test)
@@ -572,23 +695,42 @@ def bench_gpu(bench: Bench) -> dict[str, Any]:
     amp = cuda and torch.cuda.is_bf16_supported()
     amp_dtype = torch.bfloat16 if amp else None
     epochs = profile.gpu_epochs
-    batch_sizes = [int(b) for b in bench.args.gpu_batch_sizes.split(",")] if bench.args.gpu_batch_sizes \
+    batch_sizes = (
+        [int(b) for b in bench.args.gpu_batch_sizes.split(",")]
+        if bench.args.gpu_batch_sizes
         else list(profile.gpu_batch_sizes)
+    )
 
     rows = []
-    for compile in ([False, True] if bench.args.compile else [False]):
+    for compile in [False, True] if bench.args.compile else [False]:
         for batch in batch_sizes:
+
             def runner() -> dict[str, float]:
-                per_epoch, _ = bench.run_zoo("tudui", data_dir=str(data_dir), batch_size=batch, epochs=epochs,
-                                             limit_val=min(n_test, 2048), device=str(device), amp=amp, compile=compile)
+                per_epoch, _ = bench.run_zoo(
+                    "tudui",
+                    data_dir=str(data_dir),
+                    batch_size=batch,
+                    epochs=epochs,
+                    limit_val=min(n_test, 2048),
+                    device=str(device),
+                    amp=amp,
+                    compile=compile,
+                )
                 rate, seconds = steady(per_epoch, 1)
                 return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
 
             def raw() -> dict[str, float]:
                 model, optimizer, channels_last = raw_model("tudui", device, compile=compile)
-                per_epoch = raw_loop.train_epochs(model, optimizer, *tensors, batch_size=batch, epochs=epochs,
-                                                  generator=torch.Generator().manual_seed(0), amp_dtype=amp_dtype,
-                                                  channels_last=channels_last)
+                per_epoch = raw_loop.train_epochs(
+                    model,
+                    optimizer,
+                    *tensors,
+                    batch_size=batch,
+                    epochs=epochs,
+                    generator=torch.Generator().manual_seed(0),
+                    amp_dtype=amp_dtype,
+                    channels_last=channels_last,
+                )
                 rate, seconds = steady(per_epoch, 1)
                 return {"images_per_second": rate, "seconds_per_epoch": seconds, "first_epoch_seconds": per_epoch[0][1]}
 
@@ -598,17 +740,23 @@ def bench_gpu(bench: Bench) -> dict[str, Any]:
             for name in ("runner", "raw"):
                 for key in ("images_per_second", "seconds_per_epoch", "first_epoch_seconds"):
                     row[f"{name}_{key}"] = spread([r[key] for r in got[name]])
-            row["ratio"] = spread([a["images_per_second"] / b["images_per_second"]
-                                   for a, b in zip(got["runner"], got["raw"])])
+            row["ratio"] = spread(
+                [a["images_per_second"] / b["images_per_second"] for a, b in zip(got["runner"], got["raw"])]
+            )
             rows.append(row)
     best = max(row["runner_images_per_second"]["median"] for row in rows)
     syncs = cuda_syncs_per_step(bench, data_dir, amp) if cuda else None
     return {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu (--gpu-on-cpu: testing the script only)",
-        "train_images": n_train, "epochs_per_run": epochs, "rows": rows, "best_runner_images_per_second": best,
+        "train_images": n_train,
+        "epochs_per_run": epochs,
+        "rows": rows,
+        "best_runner_images_per_second": best,
         "cuda_syncs": syncs,
         "goal": GOALS["gpu"],
-        "met": (best >= 250_000 and all(row["ratio"]["median"] >= 0.98 for row in rows) and syncs["ok"]) if cuda else None,
+        "met": (best >= 250_000 and all(row["ratio"]["median"] >= 0.98 for row in rows) and syncs["ok"])
+        if cuda
+        else None,
     }
 
 
@@ -623,14 +771,27 @@ def cuda_syncs_per_step(bench: Bench, data_dir: Path, amp: bool, steps: int = 20
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                bench.run_zoo("tudui", data_dir=str(data_dir), batch_size=batch, limit_train=n * batch, limit_val=512,
-                              epochs=1, device="cuda", amp=amp)
+                bench.run_zoo(
+                    "tudui",
+                    data_dir=str(data_dir),
+                    batch_size=batch,
+                    limit_train=n * batch,
+                    limit_val=512,
+                    epochs=1,
+                    device="cuda",
+                    amp=amp,
+                )
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
     per_step = (counts[1] - counts[0]) / steps
-    return {"syncs": counts, "steps": [steps, 2 * steps], "syncs_per_step": per_step,
-            "allowed_per_step": 1 / CHECK_EVERY, "ok": per_step <= 1 / CHECK_EVERY}
+    return {
+        "syncs": counts,
+        "steps": [steps, 2 * steps],
+        "syncs_per_step": per_step,
+        "allowed_per_step": 1 / CHECK_EVERY,
+        "ok": per_step <= 1 / CHECK_EVERY,
+    }
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -644,10 +805,12 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = None
@@ -671,8 +834,7 @@ def _n(value: float, digits: int = 0) -> str:
 
 def _s(stat: dict[str, Any], digits: int = 0, scale: float = 1.0) -> str:
     """``median (min-max)``."""
-    return (f"{_n(stat['median'] * scale, digits)} ({_n(stat['min'] * scale, digits)}-"
-            f"{_n(stat['max'] * scale, digits)})")
+    return f"{_n(stat['median'] * scale, digits)} ({_n(stat['min'] * scale, digits)}-{_n(stat['max'] * scale, digits)})"
 
 
 def _met(result: dict[str, Any]) -> str:
@@ -696,84 +858,142 @@ def markdown(report: dict[str, Any]) -> str:
         return f"[load {before:.1f} -> {after:.1f}]"
 
     if "fastpaths" in r:
-        lines += ["### 0. Fast paths (checks on the runner's code path, not timings)", "", "| check | result | how |",
-                  "|---|---|---|"]
+        lines += [
+            "### 0. Fast paths (checks on the runner's code path, not timings)",
+            "",
+            "| check | result | how |",
+            "|---|---|---|",
+        ]
         for name, check in r["fastpaths"]["checks"].items():
             detail = {k: v for k, v in check.items() if k not in ("how", "ok")}
             lines.append(f"| {name} | {'ok' if check['ok'] else '**FAILED**'} {json.dumps(detail)} | {check['how']} |")
         lines.append("")
     if "overhead" in r:
-        lines += [f"### 1. Runner overhead: SGD on in-memory CIFAR-10-format data, CPU {load('overhead')}", "",
-                  "| model | batch | steps | compile | runner images/s | raw loop images/s | runner / raw | "
-                  "overhead per step (us) |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### 1. Runner overhead: SGD on in-memory CIFAR-10-format data, CPU {load('overhead')}",
+            "",
+            "| model | batch | steps | compile | runner images/s | raw loop images/s | runner / raw | "
+            "overhead per step (us) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in r["overhead"]["rows"]:
-            lines.append(f"| {row['model']} | {row['batch_size']} | {row['steps']} | {'yes' if row['compile'] else 'no'} | "
-                         f"{_s(row['runner_images_per_second'])} | {_s(row['raw_images_per_second'])} | "
-                         f"{_s(row['ratio'], 3)} | {_s(row['overhead_us_per_step'])} |")
+            lines.append(
+                f"| {row['model']} | {row['batch_size']} | {row['steps']} | {'yes' if row['compile'] else 'no'} | "
+                f"{_s(row['runner_images_per_second'])} | {_s(row['raw_images_per_second'])} | "
+                f"{_s(row['ratio'], 3)} | {_s(row['overhead_us_per_step'])} |"
+            )
             if row["compile"]:  # the first compile in a process is the cost; later ones reuse its code
                 runner_c, raw_c = row["runner_compile_seconds"], row["raw_compile_seconds"]
-                lines.append(f"| | | | compile s (first / later) | {runner_c['max']:.1f} / {runner_c['min']:.1f} | "
-                             f"{raw_c['max']:.1f} / {raw_c['min']:.1f} | | |")
+                lines.append(
+                    f"| | | | compile s (first / later) | {runner_c['max']:.1f} / {runner_c['min']:.1f} | "
+                    f"{raw_c['max']:.1f} / {raw_c['min']:.1f} | | |"
+                )
         lines += ["", f"Goal: {r['overhead']['goal']}: {_met(r['overhead'])}.", ""]
     if "seed" in r:
         s = r["seed"]
-        lines += [f"### 2. One CIFAR-10-format epoch ({_n(s['train_images'])} train + {_n(s['test_images'])} test "
-                  f"images), CPU, wall clock of a fresh process {load('seed')}", "",
-                  "| | wall seconds | training images/s | training seconds | everything else (s) |", "|---|---|---|---|---|"]
+        lines += [
+            f"### 2. One CIFAR-10-format epoch ({_n(s['train_images'])} train + {_n(s['test_images'])} test "
+            f"images), CPU, wall clock of a fresh process {load('seed')}",
+            "",
+            "| | wall seconds | training images/s | training seconds | everything else (s) |",
+            "|---|---|---|---|---|",
+        ]
         for name, label in (("zoo", "`zoo run tudui sgd --epochs 1`"), ("seed", "the seed's routine")):
             x = s[name]
             rest = [w - t for w, t in zip(x["seconds"]["values"], x["train_seconds"]["values"])]
-            lines.append(f"| {label} | {_s(x['seconds'], 1)} | {_s(x['images_per_second'])} | "
-                         f"{_s(x['train_seconds'], 1)} | {_s(spread(rest), 1)} |")
-        lines += ["", f"Speed-up (seed seconds / zoo seconds, per interleaved pair): {_s(s['speedup'], 3)}. "
-                  f"Goal: {s['goal']}: {_met(s)}.", ""]
+            lines.append(
+                f"| {label} | {_s(x['seconds'], 1)} | {_s(x['images_per_second'])} | "
+                f"{_s(x['train_seconds'], 1)} | {_s(spread(rest), 1)} |"
+            )
+        lines += [
+            "",
+            f"Speed-up (seed seconds / zoo seconds, per interleaved pair): {_s(s['speedup'], 3)}. "
+            f"Goal: {s['goal']}: {_met(s)}.",
+            "",
+        ]
     if "list" in r:
         x = r["list"]
-        lines += [f"### 3. Listing, fresh processes {load('list')}", "", "| | seconds |", "|---|---|",
-                  f"| `zoo list --json` | {_s(x['zoo_list_seconds'], 3)} |",
-                  f"| `python -c \"import torch\"` | {_s(x['import_torch_seconds'], 3)} |", "",
-                  f"Ratio: {_s(x['ratio'], 3)}. Goal: {x['goal']}: {_met(x)}.", ""]
+        lines += [
+            f"### 3. Listing, fresh processes {load('list')}",
+            "",
+            "| | seconds |",
+            "|---|---|",
+            f"| `zoo list --json` | {_s(x['zoo_list_seconds'], 3)} |",
+            f'| `python -c "import torch"` | {_s(x["import_torch_seconds"], 3)} |',
+            "",
+            f"Ratio: {_s(x['ratio'], 3)}. Goal: {x['goal']}: {_met(x)}.",
+            "",
+        ]
     if "memory" in r:
         x = r["memory"]
-        lines += ["### 4. Peak memory (max RSS of the process)", "", "| process | peak RSS (MiB) |", "|---|---|",
-                  f"| `python -c \"import torch\"` | {_n(x['import_torch_max_rss'] / MiB)} |",
-                  f"| `zoo run tudui sgd --epochs 1` | {_s(x['zoo_max_rss'], scale=1 / MiB)} |",
-                  f"| the seed's routine | {_s(x['seed_max_rss'], scale=1 / MiB)} |", "",
-                  f"The training set as uint8 is {_n(x['train_uint8_bytes'] / MiB)} MiB (test set "
-                  f"{_n(x['test_uint8_bytes'] / MiB)} MiB); the zoo's run peaks "
-                  f"{x['zoo_above_import_torch_per_train_set']:.2f}x the training set above `import torch`.", ""]
+        lines += [
+            "### 4. Peak memory (max RSS of the process)",
+            "",
+            "| process | peak RSS (MiB) |",
+            "|---|---|",
+            f'| `python -c "import torch"` | {_n(x["import_torch_max_rss"] / MiB)} |',
+            f"| `zoo run tudui sgd --epochs 1` | {_s(x['zoo_max_rss'], scale=1 / MiB)} |",
+            f"| the seed's routine | {_s(x['seed_max_rss'], scale=1 / MiB)} |",
+            "",
+            f"The training set as uint8 is {_n(x['train_uint8_bytes'] / MiB)} MiB (test set "
+            f"{_n(x['test_uint8_bytes'] / MiB)} MiB); the zoo's run peaks "
+            f"{x['zoo_above_import_torch_per_train_set']:.2f}x the training set above `import torch`.",
+            "",
+        ]
     if "gpu" in r:
         x = r["gpu"]
         lines += [f"### 5. GPU {load('gpu')}", ""]
         if "skipped" in x:
-            lines += [f"{x['skipped']}. The section is ready: `python bench/run.py --only gpu [--compile]` on a "
-                      f"machine with an NVIDIA GPU.", ""]
+            lines += [
+                f"{x['skipped']}. The section is ready: `python bench/run.py --only gpu [--compile]` on a "
+                f"machine with an NVIDIA GPU.",
+                "",
+            ]
         else:
-            lines += [f"{x['device']}: Tudui, {_n(x['train_images'])} images on the device, {x['epochs_per_run']} "
-                      f"epochs per run, the first not counted.", "",
-                      "| batch | compile | runner images/s | raw loop images/s | runner / raw | runner s/epoch | "
-                      "raw s/epoch | first epoch s (runner / raw) |", "|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"{x['device']}: Tudui, {_n(x['train_images'])} images on the device, {x['epochs_per_run']} "
+                f"epochs per run, the first not counted.",
+                "",
+                "| batch | compile | runner images/s | raw loop images/s | runner / raw | runner s/epoch | "
+                "raw s/epoch | first epoch s (runner / raw) |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for row in x["rows"]:
                 lines.append(
-                    f"| {row['batch_size']} | {'yes' if row['compile'] else 'no'} | {_s(row['runner_images_per_second'])} | "
+                    f"| {row['batch_size']} | {'yes' if row['compile'] else 'no'} | "
+                    f"{_s(row['runner_images_per_second'])} | "
                     f"{_s(row['raw_images_per_second'])} | {_s(row['ratio'], 3)} | "
                     f"{_s(row['runner_seconds_per_epoch'], 3)} | {_s(row['raw_seconds_per_epoch'], 3)} | "
-                    f"{_n(row['runner_first_epoch_seconds']['median'], 2)} / {_n(row['raw_first_epoch_seconds']['median'], 2)} |")
+                    f"{_n(row['runner_first_epoch_seconds']['median'], 2)} / "
+                    f"{_n(row['raw_first_epoch_seconds']['median'], 2)} |"
+                )
             if x.get("cuda_syncs"):
                 c = x["cuda_syncs"]
-                lines += ["", f"Host syncs (torch.cuda.set_sync_debug_mode) in one-epoch runs of {c['steps'][0]} and "
-                          f"{c['steps'][1]} steps: {c['syncs'][0]} and {c['syncs'][1]}, so {c['syncs_per_step']:.3f} per "
-                          f"step (the NaN check's window allows {c['allowed_per_step']:.3f}): "
-                          f"{'ok' if c['ok'] else '**FAILED**'}."]
+                lines += [
+                    "",
+                    f"Host syncs (torch.cuda.set_sync_debug_mode) in one-epoch runs of {c['steps'][0]} and "
+                    f"{c['steps'][1]} steps: {c['syncs'][0]} and {c['syncs'][1]}, so {c['syncs_per_step']:.3f} per "
+                    f"step (the NaN check's window allows {c['allowed_per_step']:.3f}): "
+                    f"{'ok' if c['ok'] else '**FAILED**'}.",
+                ]
             lines += ["", f"Goal: {x['goal']}: {_met(x)}.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The zoo's benchmarks (issue 5), side by side on this machine.",
-                                     epilog="See the module docstring and BENCHMARKS.md.")
-    parser.add_argument("--full", action="store_true", help="the whole 50,000-image epoch, more steps and repeats (about 13 minutes on 2 cores; default: a 10,000-image epoch, about 4)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results and data (default: bench/results)")
+    parser = argparse.ArgumentParser(
+        description="The zoo's benchmarks (issue 5), side by side on this machine.",
+        epilog="See the module docstring and BENCHMARKS.md.",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole 50,000-image epoch, more steps and repeats "
+        "(about 13 minutes on 2 cores; default: a 10,000-image epoch, about 4)",
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench" / "results"), help="results and data (default: bench/results)"
+    )
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows (overhead and gpu)")
     parser.add_argument("--repeats", type=int, help="interleaved pairs per comparison (default: 5, --full 7)")
@@ -796,10 +1016,21 @@ def main(argv: list[str] | None = None) -> int:
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     bench = Bench(args, profile)
-    report: dict[str, Any] = {"mode": "full" if args.full else "default", "machine": machine(), "results": {}, "load": {}}
+    report: dict[str, Any] = {
+        "mode": "full" if args.full else "default",
+        "machine": machine(),
+        "results": {},
+        "load": {},
+    }
     log(f"bench: {report['mode']} run on {report['machine']['cpu']}, work in {bench.work}")
-    sections = {"fastpaths": bench_fastpaths, "overhead": bench_overhead, "seed": bench_seed, "list": bench_list, "memory": bench_memory,
-                "gpu": bench_gpu}
+    sections = {
+        "fastpaths": bench_fastpaths,
+        "overhead": bench_overhead,
+        "seed": bench_seed,
+        "list": bench_list,
+        "memory": bench_memory,
+        "gpu": bench_gpu,
+    }
     started = time.perf_counter()
     for name in SECTIONS:
         if name in wanted:

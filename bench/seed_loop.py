@@ -28,6 +28,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
+
 from zoo_tudui.model import Tudui  # noqa: E402  (the same class the zoo registers)
 
 
@@ -97,13 +98,17 @@ def main() -> None:
         torch.save(tudui, out / f"tudui_{i}.pth")
         test_seconds += time.perf_counter() - started
 
-    print(json.dumps({
-        "setup_seconds": setup_seconds,
-        "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        "images_per_second": args.epochs * len(train_data) / train_seconds,
-        "total_seconds": time.perf_counter() - START,
-    }))
+    print(
+        json.dumps(
+            {
+                "setup_seconds": setup_seconds,
+                "train_seconds": train_seconds,
+                "test_seconds": test_seconds,
+                "images_per_second": args.epochs * len(train_data) / train_seconds,
+                "total_seconds": time.perf_counter() - START,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -85,8 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     amp = device == "cuda" and torch.cuda.is_bf16_supported()
 
     def config(out: Path, **kw: Any) -> RunConfig:
-        fields = dict(model="tudui", optimizer="sgd", data="fake", epochs=3, batch_size=64, limit_val=200,
-                      out=str(out), device=device, amp=amp, quiet=True)
+        fields = dict(
+            model="tudui",
+            optimizer="sgd",
+            data="fake",
+            epochs=3,
+            batch_size=64,
+            limit_val=200,
+            out=str(out),
+            device=device,
+            amp=amp,
+            quiet=True,
+        )
         return RunConfig(**{**fields, **kw})
 
     def train_and_resume() -> dict[str, Any]:
@@ -98,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
         assert final["epochs"] == 3 and first["epochs"] == 2
         assert abs(final["val_accuracy"] - straight["val_accuracy"]) <= 0.05, (final, straight)
-        return {"amp": amp, "val_accuracy": final["val_accuracy"], "straight_val_accuracy": straight["val_accuracy"],
-                "max_weight_difference_vs_straight": diff, "bitwise_equal": diff == 0.0}
+        return {
+            "amp": amp,
+            "val_accuracy": final["val_accuracy"],
+            "straight_val_accuracy": straight["val_accuracy"],
+            "max_weight_difference_vs_straight": diff,
+            "bitwise_equal": diff == 0.0,
+        }
 
     def load_on_cpu() -> dict[str, Any]:
         path = work / "resumed" / "last.pt"
@@ -115,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     def predict_both() -> dict[str, Any]:
         import datafiles
 
-        images = [datafiles.write_image(work / "images" / name, mode, colour=i)
-                  for i, (name, mode) in enumerate([("rgba.png", "RGBA"), ("gray.png", "L"), ("palette.png", "P"),
-                                                    ("photo.jpg", "RGB")])]
+        images = [
+            datafiles.write_image(work / "images" / name, mode, colour=i)
+            for i, (name, mode) in enumerate(
+                [("rgba.png", "RGBA"), ("gray.png", "L"), ("palette.png", "P"), ("photo.jpg", "RGB")]
+            )
+        ]
         path = work / "resumed" / "best.pt"
         gpu, errors = predict(path, images, device=device, top=3)
         cpu, _ = predict(path, images, device="cpu", top=3)
@@ -153,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         from torch import nn
         from torchvision.models import vgg16
 
-        summary = run(config(work / "vgg", model="vgg16-replace-classifier", epochs=1, batch_size=32,
-                             limit_train=256, limit_val=64))
+        summary = run(
+            config(
+                work / "vgg", model="vgg16-replace-classifier", epochs=1, batch_size=32, limit_train=256, limit_val=64
+            )
+        )
         plain = vgg16()
         plain.classifier[6] = nn.Linear(4096, 10)
         plain.load_state_dict(torch.load(work / "vgg" / "last.pt", weights_only=True)["model"], strict=True)
@@ -180,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     results["failed"] = failures
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"cuda_e2e: {'FAILED ' + ', '.join(failures) if failures else 'all checks passed'} "
-          f"on {results['device']}; results in {args.json}; work in {work}")
+    print(
+        f"cuda_e2e: {'FAILED ' + ', '.join(failures) if failures else 'all checks passed'} "
+        f"on {results['device']}; results in {args.json}; work in {work}"
+    )
     return 1 if failures else 0
 
 

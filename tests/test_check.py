@@ -14,7 +14,8 @@ from torch import nn
 from zoo import preflight as pf
 from zoo.check import run_check
 from zoo.errors import UsageError
-from zoo.registry import ModelEntry, OptimizerEntry, Registry
+from zoo.entries import ModelEntry, OptimizerEntry
+from zoo.registry import Registry
 
 
 class Sleepy(torch.optim.SGD):

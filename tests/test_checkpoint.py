@@ -11,18 +11,10 @@ import torch
 from torch import nn
 
 import datafiles
-from zoo.checkpoint import (
-    atomic_save,
-    atomic_write,
-    capture_rng,
-    load_checkpoint,
-    load_state_dict_strict,
-    model_from_checkpoint,
-    restore_rng,
-    safe_load,
-)
+from zoo.checkpoint import capture_rng, load_checkpoint, load_state_dict_strict, restore_rng, safe_load
 from zoo.errors import RunError, UsageError
-from zoo.registry import get_registry
+from zoo.files import atomic_save, atomic_write
+from zoo.registry import get_registry, model_from_checkpoint
 from zoo.runner import RunConfig, run, validate
 from zoo_tudui.model import Tudui
 

@@ -1,18 +1,29 @@
-"""Fault injection: ``zoo run`` SIGKILLed at random moments loses nothing, and ``--resume``
+"""Fault injection: ``zoo run`` SIGKILLed at chosen moments loses nothing, and ``--resume``
 continues it to the very weights of a run that was never stopped.
 
 SIGKILL cannot be caught: it is the crash that a power cut or the OOM killer causes. The test
 starts ``zoo run`` (Tudui on a few ``fake`` images, three epochs) and kills it at a moment drawn
-from a seeded plan: during start-up, inside a write of ``config.yaml``/``metrics.jsonl``/
-``status.json``, inside a write of ``best.pt`` or ``last.pt``, or in the middle of an epoch.
-``ZOO_TEST_SLOW_CHECKPOINT_WRITE`` makes every atomic write pause twice (the temporary file
-half written; complete but not yet renamed), so the kills aimed at writes land inside them.
+from a seeded plan: at its first write (start-up), inside a write of ``config.yaml``/
+``metrics.jsonl``/``status.json``, inside a write of ``best.pt`` or ``last.pt``, or after a given
+training step. No kill is aimed by the clock: each is a handshake with a point the code reached.
 
-After every kill, ``last.pt`` and ``best.pt`` must open with ``weights_only=True`` and
-``last.pt`` must not have lost an epoch. A copy of the run directory, leftover temporary files
-and all, is then resumed to the end: it must start at the epoch its ``last.pt`` holds (a resume
-that quietly started over would also end with the right weights), finish without error, leave
-no temporary file, and end with ``last.pt``, ``best.pt`` (weights and optimizer state) and
+* Writes: ``ZOO_TEST_SLOW_CHECKPOINT_WRITE`` with ``ZOO_TEST_WRITE_MARKER`` (zoo/testhooks.py)
+  make every atomic write stop twice, with the temporary file half written ("partial") and
+  complete but not yet renamed ("complete"). At each stop the writer creates the marker file,
+  saying where it is, and waits. The test reads it, then SIGKILLs the process or removes the
+  marker to let the write go on. It sees every stop, so it knows exactly how many writes of
+  ``last.pt`` and ``best.pt`` had completed when the kill came.
+* Steps: ``ZOO_TEST_KILL_WORKER=0:STEP:SIGKILL`` makes the process SIGKILL itself after its
+  STEP-th training step.
+
+After every kill, ``last.pt`` and ``best.pt`` must open with ``weights_only=True``, ``last.pt``
+must hold exactly the epochs whose ``last.pt`` writes completed (for a step kill: the epochs
+before that step's), a checkpoint no completed write touched must be unchanged byte for byte,
+and a kill inside a write must have left that write's temporary file (when complete, a whole
+checkpoint of the next epoch). A copy of the run directory, leftover temporary files and all,
+is then resumed to the end: it must start at the epoch its ``last.pt`` holds (a resume that
+quietly started over would also end with the right weights), finish without error, leave no
+temporary file, and end with ``last.pt``, ``best.pt`` (weights and optimizer state) and
 ``metrics.jsonl`` equal bit for bit to those of one uninterrupted ``python -m zoo`` run. The
 original directory is resumed by the next trial and killed again, three kills to a run, so
 kills also hit runs that were resuming.
@@ -32,6 +43,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,50 +51,62 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
 import torch
 
 from conftest import assert_user_error
 from forkcli import SERVER_ENV, Forked, ForkServer
-from zoo.checkpoint import SLOW_WRITE_ENV
 from zoo.errors import RunError
 from zoo.runner import RunConfig, run
+from zoo.testhooks import KILL_WORKER_ENV, SLOW_WRITE_ENV, WRITE_MARKER_ENV
 
 SEED = 20261125
 EPOCHS = 3
-PAUSE = 0.1  # seconds each atomic write pauses, twice, under ZOO_TEST_SLOW_CHECKPOINT_WRITE
+STEPS_PER_EPOCH = 4  # 32 training images in batches of 8
+# How long a paused write waits for the test's "go on" before going on by itself: only a bound
+# on a broken test; every stop is released (or killed) by the test as soon as it sees it.
+STOP_S = 120
 COMMAND = ("run", "tudui", "adam", "--data", "fake", "--limit-train", "32", "--limit-val", "8",
            "--batch-size", "8", "--epochs", str(EPOCHS), "--device", "cpu", "--seed", "0")
 # Where the kills are aimed, in a seeded order:
-#   start-up          0-0.6 s after the fork: registry, data, model, loading last.pt, the run directory
-#   run-dir-write     inside the first write of config.yaml, metrics.jsonl or status.json
+#   start-up          at the process's first write (before any training)
+#   run-dir-write     inside the n-th write of config.yaml, metrics.jsonl or status.json
 #   checkpoint-write  inside the n-th write of best.pt or last.pt
 #   last-write        inside the n-th write of last.pt
-#   training          in the epoch after the n-th metrics line
+#   training          after the n-th training step (ZOO_TEST_KILL_WORKER)
 MOMENTS = ["start-up"] * 2 + ["run-dir-write"] * 2 + ["checkpoint-write"] * 3 + ["last-write"] * 3 + ["training"] * 2
 KILLS_PER_RUN = 3  # then a new run: kills land in every epoch, on fresh and on resumed processes
-CHECKPOINT_TEMP = (".last.pt.", ".best.pt.")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "status.json")
 TEMP = re.compile(r"^\..+\.tmp$")  # atomic_write's temporary files: .NAME.XXXXXXXX.tmp
 BANNER = re.compile(r"epochs (\d+)-\d+ ->")  # the runner's first line names the first epoch it trains
 
 
 @dataclass
 class Trial:
-    """One kill: where it is aimed (``where`` and ``wait`` are uniform draws in [0, 1)) and what it left."""
+    """One kill: where it is aimed (``where`` and ``draw`` are uniform draws in [0, 1)) and what it left."""
 
     moment: str
-    where: float  # which write or epoch, as a fraction of those still to come
-    wait: float  # how long after the moment's event, as a fraction of its window
-    seconds: float = 0.0  # the wait, in seconds
+    where: float  # which write or step, as a fraction of those still to come
+    draw: float  # which stop of the write: "partial" below 0.5, "complete" above
+    target: str = ""  # the stop or step the kill was aimed at
     epochs_before: int = 0
     epochs_after: int = 0
+    stops: list[tuple[str, str]] = field(default_factory=list)  # every (point, file) the process stopped at
     left: dict[str, int] = field(default_factory=dict)  # temporary files right after the kill: name -> bytes
 
+    @property
+    def point(self) -> str:
+        return "partial" if self.draw < 0.5 else "complete"
+
+    def completed(self, name: str) -> int:
+        """Writes of ``name`` that were let go past their "complete" stop (and so were renamed)."""
+        released = self.stops[:-1] if self.moment != "training" else self.stops
+        return sum(1 for stop in released if stop == ("complete", name))
+
     def __str__(self) -> str:
-        return (f"{self.moment:<16}  where {self.where:.2f}  +{self.seconds:.3f}s  "
-                f"epochs {self.epochs_before} -> {self.epochs_after}  left {self.left}")
+        return (f"{self.moment:<16}  {self.target:<28}  epochs {self.epochs_before} -> {self.epochs_after}  "
+                f"stops {len(self.stops)}  left {self.left}")
 
 
 def plan() -> list[Trial]:
@@ -91,21 +115,7 @@ def plan() -> list[Trial]:
 
 
 def temp_files(out: Path) -> dict[str, int]:
-    found = {}
-    for name in os.listdir(out) if out.is_dir() else ():
-        if TEMP.match(name):
-            try:
-                found[name] = (out / name).stat().st_size
-            except FileNotFoundError:  # renamed into place while we looked
-                pass
-    return found
-
-
-def metric_lines(out: Path) -> int:
-    try:
-        return len((out / "metrics.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
+    return {p.name: p.stat().st_size for p in out.iterdir() if TEMP.match(p.name)} if out.is_dir() else {}
 
 
 def checkpointed_epochs(out: Path) -> int:
@@ -123,61 +133,117 @@ def first_epoch(log: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def snapshot(out: Path) -> dict[str, bytes | None]:
+    return {name: (out / name).read_bytes() if (out / name).exists() else None for name in ("last.pt", "best.pt")}
+
+
 class Runs:
     """``zoo run COMMAND --out OUT [--resume]`` as forked processes, logged under ``logs``."""
 
     def __init__(self, server: ForkServer, env: dict[str, str], logs: Path):
         self.server, self.env, self.logs = server, env, logs
+        self.marker = logs / "stop.json"
         self.count = 0
 
-    def start(self, out: Path, *, slow: bool) -> tuple[Forked, Path]:
+    def start(self, out: Path, **env: str) -> tuple[Forked, Path]:
         self.count += 1
         log = self.logs / f"{self.count:02d}-{out.name}.log"
         args = [*COMMAND, "--out", str(out), *(["--resume"] if out.exists() else [])]
-        env = {**self.env, SLOW_WRITE_ENV: str(PAUSE)} if slow else self.env
-        return self.server.start(args, cwd=out.parent, env=env, path=[], stdout=log, stderr=log), log
+        return self.server.start(args, cwd=out.parent, env={**self.env, **env}, path=[], stdout=log, stderr=log), log
+
+    def start_stopping(self, out: Path, **env: str) -> tuple[Forked, Path]:
+        """A run whose every atomic write stops twice for the test (see :meth:`stops`)."""
+        self.marker.unlink(missing_ok=True)
+        return self.start(out, **{SLOW_WRITE_ENV: str(STOP_S), WRITE_MARKER_ENV: str(self.marker)}, **env)
+
+    def next_stop(self, proc: Forked) -> dict | None:
+        """The stop the process is waiting at (it stays there), or None once it has ended.
+
+        Polls, but nothing races: the marker stays until the test removes it or kills the writer.
+        """
+        while not self.marker.exists():
+            if proc.poll() is not None:
+                return None
+            time.sleep(0.001)
+        return json.loads(self.marker.read_text())
+
+    def go_on(self) -> None:
+        self.marker.unlink()
 
 
-def wait_until(proc: Forked, event: Callable[[], bool], what: str, timeout: float = 120) -> bool:
-    """Poll until ``event()`` (True) or until the process ends (False)."""
-    deadline = time.monotonic() + timeout
-    while not event():
-        if proc.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
-    return True
-
-
-def aim(trial: Trial, proc: Forked, out: Path, stale: set[str]) -> bool:
-    """Wait for the trial's moment; False if the process ended first. ``stale``: temporary
-    files an earlier kill left, which are no sign of this process."""
+def aim(trial: Trial, runs: Runs, out: Path) -> tuple[Forked, Path, dict | None]:
+    """Start the trial's run and kill it where the trial says; returns the stop it was killed at
+    (None for a kill by step, which the process does itself)."""
     remaining = EPOCHS - trial.epochs_before
-    if trial.moment == "training" and remaining < 2:
-        trial.moment = "last-write"  # no epoch after the next one's metrics line
-    writes: set[str] = set()
-
-    def new_writes(*prefixes: str) -> int:
-        writes.update(n for n in temp_files(out) if n not in stale and n.startswith(prefixes))
-        return len(writes)
-
-    reached = True
-    if trial.moment == "start-up":
-        trial.seconds = 0.6 * trial.wait
-    elif trial.moment == "run-dir-write":
-        reached = wait_until(proc, lambda: new_writes(".config.yaml.", ".metrics.jsonl.", ".status.json.") > 0, trial.moment)
-        trial.seconds = 1.2 * PAUSE * trial.wait  # a temporary file lives >= 2 * PAUSE
-    elif trial.moment in ("checkpoint-write", "last-write"):
-        prefixes = CHECKPOINT_TEMP if trial.moment == "checkpoint-write" else CHECKPOINT_TEMP[:1]
-        n = 1 + int(trial.where * remaining)  # every epoch writes last.pt: the n-th write comes
-        reached = wait_until(proc, lambda: new_writes(*prefixes) >= n, f"{trial.moment} {n}")
-        trial.seconds = 1.2 * PAUSE * trial.wait
+    n = 1 + int(trial.where * remaining)  # every epoch writes last.pt: the n-th write comes
+    env: dict[str, str] = {}
+    if trial.moment == "training":
+        step = 1 + int(trial.where * remaining * STEPS_PER_EPOCH)
+        trial.target = f"after step {step}"
+        env[KILL_WORKER_ENV] = f"0:{step}:SIGKILL"
+        aimed = lambda stop, seen: False  # noqa: E731
+    elif trial.moment == "start-up":
+        trial.target = f"first write, {trial.point}"
+        aimed = lambda stop, seen: stop["point"] == trial.point  # noqa: E731
     else:
-        lines = trial.epochs_before + 1 + int(trial.where * (remaining - 1))
-        reached = wait_until(proc, lambda: metric_lines(out) >= lines, f"metrics line {lines}")
-        trial.seconds = 2 * PAUSE * trial.wait
-    time.sleep(trial.seconds if reached else 0)
-    return proc.poll() is None
+        names = {"run-dir-write": RUN_FILES, "checkpoint-write": ("last.pt", "best.pt"),
+                 "last-write": ("last.pt",)}[trial.moment]
+        if trial.moment == "run-dir-write":
+            n = 1 + int(trial.where * 2)  # every process writes at least config.yaml and status.json first
+        trial.target = f"write {n} of {'/'.join(names)}, {trial.point}"
+        aimed = lambda stop, seen: stop["point"] == trial.point and Path(stop["path"]).name in names \
+            and seen(names) == n  # noqa: E731
+    proc, log = runs.start_stopping(out, **env)
+    started: set[tuple[str, str]] = set()  # (file, temporary file): one per write that has stopped
+
+    def seen(names: tuple[str, ...]) -> int:
+        return sum(name in names for name, _ in started)
+
+    try:
+        while (stop := runs.next_stop(proc)) is not None:
+            name = Path(stop["path"]).name
+            started.add((name, stop["temp"]))
+            trial.stops.append((stop["point"], name))
+            if aimed(stop, seen):
+                proc.kill()
+                proc.wait()
+                return proc, log, stop
+            runs.go_on()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, log, None
+
+
+def check_kill(trial: Trial, proc: Forked, log: Path, stop: dict | None, out: Path, before: dict) -> int:
+    """What the kill's point implies; returns the epochs ``last.pt`` now holds."""
+    text = log.read_text()
+    if trial.moment == "training":
+        assert proc.returncode == -signal.SIGKILL, f"the run was not killed after its step:\n{text}"
+    else:
+        assert stop is not None, f"the run ended before the kill:\n{text}"
+    assert "Traceback" not in text and "zoo: error" not in text, text
+    assert first_epoch(text) in (None, trial.epochs_before + 1), f"last.pt held {trial.epochs_before} epochs:\n{text}"
+    trial.left = temp_files(out)
+    trial.epochs_after = checkpointed_epochs(out)
+    # last.pt holds the epochs whose write of it completed, not one more or less
+    assert trial.epochs_after == trial.epochs_before + trial.completed("last.pt")
+    if trial.moment == "training":
+        step = int(trial.target.split()[-1])
+        assert trial.epochs_after == trial.epochs_before + (step - 1) // STEPS_PER_EPOCH
+    for name, old in before.items():  # no completed write, no change
+        if not trial.completed(name):
+            assert snapshot(out)[name] == old, f"{name} changed without a completed write"
+    if stop is not None:  # killed inside that write: its temporary file is there
+        temp = Path(stop["temp"])
+        assert temp.name in trial.left, (stop, trial.left)
+        name = Path(stop["path"]).name
+        if stop["point"] == "complete" and name in ("last.pt", "best.pt"):  # a whole checkpoint, not in place
+            epoch = torch.load(temp, weights_only=True)["epoch"]
+            expected = (trial.epochs_after + 1,) if name == "last.pt" else (trial.epochs_after, trial.epochs_after + 1)
+            assert epoch in expected, (stop, epoch)
+    return trial.epochs_after
 
 
 def uninterrupted(out: Path, env: dict[str, str]) -> None:
@@ -216,7 +282,8 @@ def assert_same_run(out: Path, reference: Path) -> None:
     assert lines[0] == lines[1], out
 
 
-def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, fork_server):
+@pytest.mark.slow
+def test_sigkill_at_chosen_moments_then_resume_equals_an_uninterrupted_run(tmp_path, fork_server):
     env = SERVER_ENV | {"ZOO_DATA": str(tmp_path / "data")}  # the reference's threads are the forks' threads
     runs = Runs(fork_server, env, tmp_path / "logs")
     runs.logs.mkdir()
@@ -230,29 +297,18 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
                 if number % KILLS_PER_RUN == 0 or done == EPOCHS:  # (or the last kill came after the end)
                     out, done = tmp_path / f"run-{number:02d}", 0
                 # Kill the run (resuming from the previous kill, if any) at the trial's moment.
-                trial.epochs_before = done
-                stale = set(temp_files(out))
-                proc, log = runs.start(out, slow=True)
-                try:
-                    killed = aim(trial, proc, out, stale)
-                finally:
-                    proc.kill()
-                    proc.wait()
-                trial.left = temp_files(out)
-                text = log.read_text()
-                assert killed, f"the run ended before the kill:\n{text}"
-                assert "Traceback" not in text and "zoo: error" not in text, text
-                assert first_epoch(text) in (None, done + 1), f"last.pt holds {done} epochs, yet:\n{text}"
-                trial.epochs_after = done = checkpointed_epochs(out)
-                assert done >= trial.epochs_before, "the kill lost a finished epoch"
+                trial.epochs_before, before = done, snapshot(out)
+                proc, log, stop = aim(trial, runs, out)
+                done = check_kill(trial, proc, log, stop, out, before)
 
                 # Resume a copy, leftovers and all, to the end.
                 copy = tmp_path / f"resumed-{number:02d}"
                 if out.exists():
                     shutil.copytree(out, copy, symlinks=True)
-                proc, log = runs.start(copy, slow=False)
+                proc, log = runs.start(copy)
                 assert proc.wait(timeout=300) == 0, log.read_text()
-                assert first_epoch(log.read_text()) == done + 1, log.read_text()
+                assert first_epoch(log.read_text()) in ((done + 1,) if done < EPOCHS else (None, done + 1)), \
+                    log.read_text()
                 assert temp_files(copy) == {}, "the resumed run left temporary files behind"
                 resumed.append(copy)
             reference.result()
@@ -260,8 +316,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
                 assert_same_run(copy, tmp_path / "reference" / "run")
         finally:
             print("\n".join(map(str, trials)))  # pytest shows it when the test fails
-    in_a_write = [t for t in trials if any(n.startswith(CHECKPOINT_TEMP) for n in t.left)]
-    assert len(in_a_write) >= 3, "too few kills landed inside a checkpoint write"
+    in_a_write = [t for t in trials if any(n.startswith((".last.pt.", ".best.pt.")) for n in t.left)]
+    assert len(in_a_write) >= sum(t.moment in ("checkpoint-write", "last-write") for t in trials)
 
 
 # -- a full disk, an unwritable run directory --------------------------------------------------
@@ -297,12 +353,11 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoints(tm
 
 
 def test_too_little_free_space_is_refused_before_the_first_epoch(tmp_path, monkeypatch):
-    import zoo.runner
-
     out = tmp_path / "run"
     run(tiny(out))
     before = (out / "last.pt").read_bytes()
-    monkeypatch.setattr(zoo.runner.shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30 - 4096, free=4096))
+    full = SimpleNamespace(total=2**30, used=2**30 - 4096, free=4096)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)  # wherever the runner asks
     with pytest.raises(RunError, match=r"not enough disk space in .*run: checkpoints need about \d+ MiB, 0 MiB free"):
         run(tiny(out, epochs=2, resume=True))
     assert (out / "last.pt").read_bytes() == before

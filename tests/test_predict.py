@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import datafiles
-from zoo.checkpoint import load_checkpoint, model_from_checkpoint
+from zoo.checkpoint import load_checkpoint
 from zoo.errors import UsageError
 from zoo.predict import load_image, predict
-from zoo.registry import get_registry
+from zoo.registry import get_registry, model_from_checkpoint
 from zoo.runner import RunConfig, run
 
 

@@ -393,9 +393,10 @@ def test_hook_on_epoch_end(tmp_path):
 
 def test_hook_on_checkpoint(tmp_path):
     saved = [e[1:] for e in _recorded(tmp_path) if e[0] == "checkpoint"]
-    # best.pt (when better) then last.pt, each already in place when the hook runs
-    assert saved[:2] == [(0, "best.pt", True), (0, "last.pt", True)]
-    assert saved[-1] == (1, "last.pt", True)
+    # best.pt (when better) then last.pt, each already in place when the hook runs, and
+    # run.epoch is the epoch the checkpoint holds (epochs completed), not the one before it
+    assert saved[:2] == [(1, "best.pt", True), (1, "last.pt", True)]
+    assert saved[-1] == (2, "last.pt", True)
 
 
 def test_hook_on_run_end(tmp_path):

@@ -25,9 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo.errors import RunError, UsageError, ZooError
+from zoo.errors import RunError, UsageError, ZooError, one_line
 from zoo.preflight import IncompatibleError, WontFitError, preflight
-from zoo.registry import ModelEntry, OptimizerEntry, Registry, get_registry
+from zoo.entries import ModelEntry, OptimizerEntry
+from zoo.registry import Registry, get_registry
 
 __all__ = ["run_check", "BATCH_SIZE", "NUM_CLASSES"]
 
@@ -43,11 +44,14 @@ _SMALL_MODEL = 1_000_000
 Row = dict[str, Any]
 
 
-def _one_line(exc: BaseException, limit: int = 500) -> str:
-    text = " ".join(str(exc).split())
-    if not isinstance(exc, ZooError):  # the zoo's own messages already say what went wrong
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_REASON_LIMIT = 500  # characters of a row's reason: a whole traceback's message would swamp the table
+
+
+def _reason(exc: BaseException) -> str:
+    """A row's reason: one line, at most ``_REASON_LIMIT`` characters."""
+    # the zoo's own messages already say what went wrong: no type name in front of them
+    text = " ".join(str(exc).split()) if isinstance(exc, ZooError) else one_line(exc)
+    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
 
 
 def _row(model: str, optimizer: str, status: str, reason: str | None, seconds: float) -> Row:
@@ -93,7 +97,7 @@ def _step(conn: Any, threads: int, train_step: Callable[..., torch.Tensor], mode
         loss = float(train_step(model, optimizer, nn.CrossEntropyLoss(), inputs, targets))
         result = ("ok", None) if math.isfinite(loss) else ("error", f"the loss is {loss} on the first step")
     except BaseException as exc:  # anything the step raises is this pair's result
-        result = ("error", _one_line(exc))
+        result = ("error", _reason(exc))
     conn.send(result)
     conn.close()
 
@@ -114,7 +118,7 @@ def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, input
     except (IncompatibleError, WontFitError) as exc:
         return "incompatible", str(exc)
     except Exception as exc:
-        return "error", _one_line(exc)
+        return "error", _reason(exc)
 
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
@@ -194,7 +198,7 @@ def _check_all(registry: Registry, model_entries: list[ModelEntry], optimizer_en
         try:
             model = registry.build_model(model_entry.name, NUM_CLASSES)
         except Exception as exc:
-            reason = f"the model failed to build: {_one_line(exc)}"
+            reason = f"the model failed to build: {_reason(exc)}"
             for optimizer_entry in optimizer_entries:
                 emit(_row(model_entry.name, optimizer_entry.name, "error", reason, time.perf_counter() - start))
             continue

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loads, and enough spec to rebuild the model from the registry.
+"""Checkpoints: what goes in, safe loads, and enough spec for the registry to rebuild the model.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
 ``torch.load(path, weights_only=True)`` opens it and nothing in it can run code::
@@ -13,9 +13,10 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so t
      "provenance": {"zoo", "torch", "python", "plugins", "created"},
      "partial": None or the state of an epoch stopped by a signal}
 
-Writes go to a temporary file in the same directory, are flushed and fsynced, then
-``os.replace``d onto the final name, and the directory is fsynced: a crash at any moment
-leaves either the old file or the new one, never half of one. Loads always use
+The runner writes one with ``zoo.files.atomic_save`` (a temporary file beside the target,
+fsynced, then renamed): a crash at any moment leaves either the old file or the new one, never
+half of one. This module depends on torch and ``zoo.errors`` only: the provenance's plugin list
+comes from the caller, and ``zoo.registry.model_from_checkpoint`` rebuilds the model. Loads always use
 ``weights_only=True``, on a torch (>= 2.10) without known escapes from it; a file that needs
 more (a whole pickled model, the seed's "method 1") loads only with ``trust=True``, which says
 what it risks.
@@ -30,27 +31,22 @@ import platform
 import random
 import re
 import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from zoo.errors import RunError, UsageError
+from zoo.errors import UsageError, one_line
 
 __all__ = [
     "FORMAT",
     "VERSION",
+    "SPEC_KEYS",
     "MIN_TORCH",
-    "SLOW_WRITE_ENV",
     "torch_version",
     "require_safe_torch",
-    "atomic_write",
-    "atomic_save",
-    "remove_stale_temp_files",
     "bare_model",
     "cpu_copy",
     "capture_rng",
@@ -61,119 +57,12 @@ __all__ = [
     "load_checkpoint",
     "state_dict_from",
     "load_state_dict_strict",
-    "model_from_checkpoint",
 ]
 
 FORMAT = "zoo.checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "spec", "metrics")
 SPEC_KEYS = ("model", "optimizer", "hparams", "dataset", "num_classes", "classes", "input_size")
-_TMP_SUFFIX = ".tmp"
-# Test-only fault injection (tests/test_fault_injection.py): seconds for which every atomic
-# write pauses twice, so that a SIGKILL can be aimed inside one: first with the temporary file
-# holding only the start of its bytes, then with it complete and fsynced but not yet renamed.
-SLOW_WRITE_ENV = "ZOO_TEST_SLOW_CHECKPOINT_WRITE"
-
-
-# -- writing ------------------------------------------------------------------------------------
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory (Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _test_pause() -> float:
-    """Seconds to pause inside each write (``$ZOO_TEST_SLOW_CHECKPOINT_WRITE``; tests only)."""
-    try:
-        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV) or 0))
-    except ValueError:
-        return 0.0
-
-
-class _PausingWriter:
-    """Test-only: passes writes on to ``f``; after the first one it flushes and sleeps, so the
-    temporary file on disk holds only the start of what is being written."""
-
-    def __init__(self, f: BinaryIO, seconds: float):
-        self._f, self._seconds = f, seconds
-
-    def write(self, data: bytes) -> int:
-        written = self._f.write(data)
-        if self._seconds:
-            self._f.flush()
-            time.sleep(self._seconds)
-            self._seconds = 0.0
-        return written
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``.
-
-    Any failure (a full disk, an exception, a second Ctrl-C) removes the temporary file and
-    leaves whatever was at ``path`` untouched. I/O errors become a :class:`RunError`.
-    """
-    path = Path(path)
-    directory = path.parent
-    pause = _test_pause()
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    except OSError as exc:
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(_PausingWriter(f, pause) if pause else f)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        if pause:
-            time.sleep(pause)  # complete and durable, but not yet in place
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            kept = " (the previous file is intact)" if path.exists() else ""
-            raise RunError(f"cannot write {path}: {exc.strerror or exc}{kept}") from exc
-        raise
-    _fsync_directory(directory)
-    return path
-
-
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj, path)``, atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def remove_stale_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
-    """Delete temporary files a killed writer left for ``names`` (e.g. ``last.pt``)."""
-    removed = []
-    for name in names:
-        for tmp in Path(directory).glob(f".{name}.*{_TMP_SUFFIX}"):
-            try:
-                tmp.unlink()
-                removed.append(tmp)
-            except OSError:
-                pass
-    return removed
 
 
 # -- what goes in ---------------------------------------------------------------------------------
@@ -265,21 +154,18 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
-def provenance() -> dict[str, Any]:
-    """Who wrote a checkpoint: zoo, torch and Python versions and the plugin distributions."""
-    from zoo import __version__
-    from zoo.plugins import get_plugin_host
+def provenance(*, zoo_version: str, plugins: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who wrote a checkpoint: zoo, torch and Python versions and the plugin distributions.
 
-    plugins = [
-        {"name": i.name, "distribution": i.distribution, "version": i.version, "builtin": i.builtin, "status": i.status}
-        for i in get_plugin_host().plugin_infos(include_builtin=True)
-    ]
+    ``plugins`` is ``PluginHost.plugin_records()``: the caller knows the plugin host, this
+    module does not (it depends on torch and zoo.errors only).
+    """
     return {
-        "zoo": __version__,
+        "zoo": zoo_version,
         "torch": str(torch.__version__),  # a TorchVersion object would need weights_only=False
         "torchvision": _distribution_version("torchvision"),
         "python": platform.python_version(),
-        "plugins": plugins,
+        "plugins": [dict(p) for p in plugins],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -293,8 +179,12 @@ def make_checkpoint(
     metrics: Mapping[str, Any],
     rng: Mapping[str, Any],
     partial: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint dict of CONTRACT.md, on the CPU, keys of the bare (unwrapped) model."""
+    """The checkpoint dict of CONTRACT.md, on the CPU, keys of the bare (unwrapped) model.
+
+    ``provenance``: what :func:`provenance` returns for the process that saves.
+    """
     missing = [k for k in SPEC_KEYS if k not in spec]
     if missing:
         raise ValueError(f"checkpoint spec lacks {missing}")
@@ -307,7 +197,7 @@ def make_checkpoint(
         "spec": dict(spec),
         "metrics": dict(metrics),
         "rng": cpu_copy(dict(rng)),
-        "provenance": provenance(),
+        "provenance": dict(provenance),
         "partial": cpu_copy(dict(partial)) if partial is not None else None,
     }
 
@@ -404,7 +294,7 @@ def safe_load(
         try:
             return load_file(str(path), device=device)
         except Exception as exc:
-            raise UsageError(f"{what} {path} is a damaged safetensors file: {_one_line(exc)}") from exc
+            raise UsageError(f"{what} {path} is a damaged safetensors file: {one_line(exc)}") from exc
     if kind is not None:
         raise UsageError(f"{what} {path} is not a torch file: it looks like {kind}")
     require_safe_torch()
@@ -417,11 +307,11 @@ def safe_load(
         unsafe = _unsafe_global(message)
         if unsafe is None:
             if isinstance(exc, (RuntimeError, EOFError)):
-                problem = f"truncated or corrupt ({_one_line(exc)[:160]})"
+                problem = f"truncated or corrupt ({one_line(exc)[:160]})"
             elif "Unsupported operand" in message:  # pickle opcodes torch never writes
                 problem = "not a torch file: a plain pickle (or corrupt), which the zoo does not unpickle"
             else:
-                problem = f"not a torch file or corrupt ({_one_line(exc)[:160]})"
+                problem = f"not a torch file or corrupt ({one_line(exc)[:160]})"
             raise UsageError(f"{what} {path} is {problem}") from exc
         if not trust:
             raise UsageError(
@@ -439,7 +329,7 @@ def safe_load(
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # e.g. the pickled class is not importable: the method-1 trap
-        raise UsageError(f"{what} {path} could not be unpickled even with --trust: {_one_line(exc)}") from exc
+        raise UsageError(f"{what} {path} could not be unpickled even with --trust: {one_line(exc)}") from exc
 
 
 def _is_safetensors(path: str | os.PathLike[str]) -> bool:
@@ -448,11 +338,6 @@ def _is_safetensors(path: str | os.PathLike[str]) -> bool:
             return _sniff(f.read(16)) == "safetensors"
     except OSError:
         return False
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -547,60 +432,3 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if problems:
         raise UsageError(f"{source} does not fit {target}: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
-
-
-def _edit_from_json(raw: Mapping[str, Any], where: str) -> Any:
-    """An ``Edit`` from its ``as_json()`` form, re-validated (torch.nn layers only)."""
-    from zoo.edits import parse_edit
-
-    op = raw.get("op")
-    if op == "freeze":
-        return parse_edit({"freeze": list(raw.get("patterns", []))}, where)
-    form: dict[str, Any] = {"layer": raw.get("layer"), "args": list(raw.get("args", [])), "kwargs": dict(raw.get("kwargs", {}))}
-    if op == "replace":
-        form["replace"] = raw.get("path")
-    elif op == "append":
-        form["append"] = raw.get("name")
-    elif op == "add_module":
-        form["add_module"] = raw.get("name")
-        if raw.get("path"):
-            form["to"] = raw["path"]
-    else:
-        raise UsageError(f"{where}: unknown edit {op!r}")
-    return parse_edit(form, where)
-
-
-def model_from_checkpoint(
-    checkpoint: Mapping[str, Any], *, source: str = "checkpoint", registry: Any = None, load: bool = True
-) -> nn.Module:
-    """Rebuild the checkpoint's model from the registry (base + edits) and load its weights
-    strictly: no pickled class is needed, so the seed's method-1 trap cannot happen.
-
-    A variant is rebuilt from the base model and the edits recorded in the checkpoint, so it
-    still loads when the variant's registry file is absent or has changed since.
-    """
-    from zoo.edits import apply_edits
-    from zoo.registry import get_registry, resolve
-
-    registry = registry if registry is not None else get_registry()
-    spec = checkpoint["spec"]
-    name, num_classes = spec["model"], int(spec["num_classes"])
-    base = spec.get("base")
-    recorded = spec.get("edits") or []
-    entry = registry.models.get(name)
-    same = entry is not None and [e.as_json() for e in entry.edits] == [dict(e) for e in recorded]
-    if entry is not None and (same or not base):
-        model = registry.build_model(name, num_classes, check=False)
-    elif base and base in registry.models:
-        base_entry = registry.models[base]
-        builder = resolve(base_entry.builder, f"model '{base}' (plugin '{base_entry.plugin}')")
-        edits = tuple(_edit_from_json(e, f"{source} (edits of '{name}')") for e in recorded)
-        model, _ = apply_edits(builder(spec.get("base_classes") or num_classes), edits, num_classes, where=source)
-    else:
-        missing = base if base else name
-        plugin = spec.get("plugin")
-        hint = f" (it came from plugin '{plugin}': install it, then zoo plugins)" if plugin else " (zoo plugins)"
-        raise UsageError(f"{source} needs model '{missing}', which this zoo does not have{hint}")
-    if load:
-        load_state_dict_strict(model, checkpoint["model"], source=str(source), target=f"model '{name}'")
-    return model

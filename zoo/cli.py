@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, Sequence
 
 from zoo import __version__
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, debug_enabled, error_report
 
 EPILOG = "Errors exit 2 for bad input, 1 for run-time failures. ZOO_DEBUG=1 shows tracebacks."
 
@@ -256,7 +255,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from zoo.hparams import parse_opt_pairs
-    from zoo.runner import RunConfig, run
+    from zoo.config import RunConfig
+    from zoo.runner import run
 
     config = RunConfig(
         model=args.model,
@@ -284,14 +284,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         trust=args.trust,
         nproc=args.nproc,
     )
-    from zoo import distributed
+    from zoo.ddp import in_worker, run_worker
+    from zoo.launch import launch, should_launch
 
-    if distributed.should_launch(args.nproc, args.max_restarts):
+    if should_launch(args.nproc, args.max_restarts):
         # Start the workers under torch's elastic agent, each one this same command line.
-        return distributed.launch(args.argv, config, max_restarts=args.max_restarts)
-    if distributed.in_worker():
+        return launch(args.argv, config, max_restarts=args.max_restarts)
+    if in_worker():
         # Started by torchrun or by the launcher above: one report for the group.
-        return distributed.run_worker(lambda: run(config), json_summary=args.json)
+        return run_worker(lambda: run(config), json_summary=args.json)
     summary = run(config)
     if args.json:
         print(json.dumps(summary))
@@ -409,162 +410,218 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> ArgumentParser:
-    common = ArgumentParser(add_help=False)
-    common.add_argument("--registry", action="append", metavar="PATH",
-                        help="an extra registry.yaml layered over the built-in one (repeatable; also ZOO_REGISTRY)")
-
+    """The ``zoo`` parser: one sub-command per ``cmd_*`` function (``args.func``)."""
     parser = ArgumentParser(
         prog="zoo",
         description="A plugin-based PyTorch model zoo: list what the registry holds, train any model x optimizer pair.",
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options()
+    _add_list_command(commands, common)
+    _add_show_command(commands, common)
+    _add_plugins_command(commands, common)
+    _add_pip_commands(commands)
+    _add_run_command(commands, common)
+    _add_validate_command(commands, common)
+    _add_predict_command(commands, common)
+    _add_export_command(commands, common)
+    _add_check_command(commands, common)
+    _add_plot_command(commands)
+    _add_runs_command(commands)
+    return parser
 
-    p = sub.add_parser("list", parents=[common], help="list registered models, optimizers and datasets",
-                       description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').")
+
+Commands = Any  # argparse's sub-parsers action (a private class: argparse._SubParsersAction)
+
+
+def _common_options() -> ArgumentParser:
+    """Options every registry-reading command takes (``parents=[common]``)."""
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--registry", action="append", metavar="PATH",
+                        help="an extra registry.yaml layered over the built-in one (repeatable; also ZOO_REGISTRY)")
+    return common
+
+
+def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("list", parents=[common], help="list registered models, optimizers and datasets",
+                            description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').")
     p.add_argument("kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind")
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
     p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", parents=[common], help="show a model's architecture or an optimizer's parameters",
-                       description="A model: architecture, parameter count, output shape, edits. An optimizer: its parameters and defaults.")
+
+def _add_show_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("show", parents=[common], help="show a model's architecture or an optimizer's parameters",
+                            description="A model: architecture, parameter count, output shape, edits. "
+                                        "An optimizer: its parameters and defaults.")
     p.add_argument("name")
-    p.add_argument("--num-classes", type=positive_int, help="build the model for this many classes (default: its dataset's)")
+    p.add_argument("--num-classes", type=positive_int,
+                   help="build the model for this many classes (default: its dataset's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("plugins", parents=[common], help="list installed plugins",
-                       description="Installed plugins, their hooks and status. Built-ins only with --all.")
+
+def _add_plugins_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("plugins", parents=[common], help="list installed plugins",
+                            description="Installed plugins, their hooks and status. Built-ins only with --all.")
     p.add_argument("--all", action="store_true", help="include the built-in plugins")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("install", help="pip install plugin packages into this zoo's Python",
-                       description="Run pip install in the interpreter that runs zoo.")
+
+def _add_pip_commands(commands: Commands) -> None:
+    """``zoo install`` and ``zoo uninstall``."""
+    p = commands.add_parser("install", help="pip install plugin packages into this zoo's Python",
+                            description="Run pip install in the interpreter that runs zoo.")
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.add_argument("-U", "--upgrade", action="store_true")
     p.add_argument("-e", "--editable", action="store_true", help="install a local project in editable mode")
     p.set_defaults(func=cmd_install)
 
-    p = sub.add_parser("uninstall", help="pip uninstall plugin packages", description="Run pip uninstall -y in the interpreter that runs zoo.")
+    p = commands.add_parser("uninstall", help="pip uninstall plugin packages",
+                            description="Run pip uninstall -y in the interpreter that runs zoo.")
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.set_defaults(func=cmd_uninstall)
 
-    p = sub.add_parser("run", parents=[common], help="train MODEL with OPTIMIZER, validating and checkpointing each epoch",
-                       description="Train, validate each epoch, checkpoint to the run directory.", epilog=EPILOG)
+
+def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("run", parents=[common],
+                            help="train MODEL with OPTIMIZER, validating and checkpointing each epoch",
+                            description="Train, validate each epoch, checkpoint to the run directory.", epilog=EPILOG)
     p.add_argument("model")
     p.add_argument("optimizer")
     p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and vgg16)")
-    p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="epochs in all, counting resumed ones (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="epochs in all, counting resumed ones (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="an optimizer hyper-parameter, checked against its signature (repeatable)")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="an optimizer hyper-parameter, checked against its signature (repeatable)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (auto: CUDA when available)")
-    p.add_argument("--seed", type=int, default=0, help="default 0: the same command gives the same weights on CPU")
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="default 0: the same command gives the same weights on CPU")
+    p.add_argument("--out", metavar="DIR",
+                   help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
     p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
+    _add_distributed_options(p)
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="DataLoader workers for datasets not held in memory")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
+    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under the run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--trust", action="store_true",
+                   help="allow loading pickled (method-1) files: this can run arbitrary code")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_distributed_options(p: ArgumentParser) -> None:
+    """``zoo run --nproc N --max-restarts K``."""
     p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel, one GPU each on CUDA, gloo on the CPU); "
                         "the global batch is N x --batch-size")
     p.add_argument("--max-restarts", type=non_negative_int, default=0, metavar="K",
                    help="with --nproc: restart the worker group up to K times after a failure, "
                         "continuing from the last checkpoint (default 0)")
-    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
-    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under the run directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("--trust", action="store_true", help="allow loading pickled (method-1) files: this can run arbitrary code")
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", parents=[common], help="loss and accuracy of a checkpoint",
-                       description="Validate a checkpoint on its dataset (or --data).")
+
+_TRUST_HELP = "allow loading a pickled checkpoint (can run code)"
+
+
+def _add_validate_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("validate", parents=[common], help="loss and accuracy of a checkpoint",
+                            description="Validate a checkpoint on its dataset (or --data).")
     p.add_argument("checkpoint")
     p.add_argument("--data", metavar="NAME")
     p.add_argument("--data-dir", metavar="DIR")
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-val", type=positive_int, metavar="N")
-    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("predict", parents=[common], help="classify image files with a checkpoint",
-                       description="Classify images (any PIL format: RGBA, grayscale, palette, JPEG) with a checkpoint.")
+
+def _add_predict_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("predict", parents=[common], help="classify image files with a checkpoint",
+                            description="Classify images (any PIL format: RGBA, grayscale, palette, JPEG) "
+                                        "with a checkpoint.")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--device", default="auto")
     p.add_argument("--top", type=positive_int, default=1, metavar="K", help="the K most likely classes")
-    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", parents=[common], help="export a checkpoint's model",
-                       description="state-dict: torch.save(model.state_dict()) (method 2); full: torch.save(model) "
-                                   "(method 1: loading it runs pickled code, trusted use only); safetensors.")
+
+def _add_export_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("export", parents=[common], help="export a checkpoint's model",
+                            description="state-dict: torch.save(model.state_dict()) (method 2); full: torch.save(model) "
+                                        "(method 1: loading it runs pickled code, trusted use only); safetensors.")
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=["state-dict", "full", "safetensors"])
     p.add_argument("-o", "--output", required=True, metavar="PATH")
-    p.add_argument("--trust", action="store_true", help="allow loading a pickled checkpoint (can run code)")
+    p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("check", parents=[common], help="one training step per model x optimizer pair",
-                       description="One training step (batch 2, synthetic data) per model x optimizer pair, each within a time budget.")
+
+def _add_check_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser("check", parents=[common], help="one training step per model x optimizer pair",
+                            description="One training step (batch 2, synthetic data) per model x optimizer pair, "
+                                        "each within a time budget.")
     p.add_argument("--models", default="*", metavar="GLOB")
     p.add_argument("--optimizers", default="*", metavar="GLOB")
-    p.add_argument("--budget-s", type=positive_float, default=10.0, metavar="S", help="seconds per pair before it is a timeout (default 10)")
+    p.add_argument("--budget-s", type=positive_float, default=10.0, metavar="S",
+                   help="seconds per pair before it is a timeout (default 10)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("plot", help="loss and accuracy curves of runs, as a PNG",
-                       description="Draw train/validation loss and validation accuracy per epoch of one or more runs "
-                                   "(from metrics.jsonl), overlaid, as a PNG. Needs matplotlib: pip install 'tudui-zoo[plot]'.")
+
+def _add_plot_command(commands: Commands) -> None:
+    p = commands.add_parser("plot", help="loss and accuracy curves of runs, as a PNG",
+                            description="Draw train/validation loss and validation accuracy per epoch of one or more "
+                                        "runs (from metrics.jsonl), overlaid, as a PNG. Needs matplotlib: "
+                                        "pip install 'tudui-zoo[plot]'.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("-o", "--output", metavar="FILE.png",
                    help="where to write (default: RUN_DIR/curves.png for one run, ./runs-curves.png for several)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("runs", help="list runs: model, optimizer, dataset, epochs, best accuracy, status",
-                       description="The run directories under DIR, oldest first, with their status "
-                                   "(running, finished, interrupted, failed) and best validation accuracy.")
+
+def _add_runs_command(commands: Commands) -> None:
+    p = commands.add_parser("runs", help="list runs: model, optimizer, dataset, epochs, best accuracy, status",
+                            description="The run directories under DIR, oldest first, with their status "
+                                        "(running, finished, interrupted, failed) and best validation accuracy.")
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default: runs)")
     p.add_argument("--json", action="store_true", help="a JSON array of {run_dir, model, optimizer, dataset, epochs, "
                                                       "epochs_done, best_val_accuracy, status, started, error}")
     p.set_defaults(func=cmd_runs)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
+    debug = debug_enabled()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # zoo run --nproc runs this same command line in each worker
     try:
         return args.func(args)
-    except ZooError as exc:
-        if debug:
-            raise
-        print(f"zoo: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print("zoo: error: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `zoo list | head`
         sys.stderr.close()
         return 0
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if debug:
             raise
-        text = " ".join(str(exc).split())
-        print(f"zoo: error: internal error: {type(exc).__name__}: {text} (ZOO_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        code, text = error_report(exc)
+        print(f"zoo: error: {text}", file=sys.stderr)
+        return code

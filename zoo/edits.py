@@ -18,11 +18,21 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from zoo.errors import UsageError
 
-__all__ = ["LayerSpec", "Edit", "NUM_CLASSES", "torch_nn_layers", "apply_edits", "check_model", "build_layer"]
+__all__ = [
+    "LayerSpec",
+    "Edit",
+    "NUM_CLASSES",
+    "torch_nn_layers",
+    "parse_edit",
+    "edit_from_json",
+    "apply_edits",
+    "check_model",
+    "build_layer",
+]
 
 NUM_CLASSES = "$num_classes"  # in layer arguments: the dataset's number of classes
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -175,6 +185,30 @@ def parse_edit(raw: Any, where: str) -> Edit:
     if parent and (not isinstance(parent, str) or not _PATH.match(parent)):
         raise UsageError(f"{where}: 'to' must be a dotted module path such as classifier, got {parent!r}")
     return Edit(op, path=parent, name=name, layer=layer, source=where)
+
+
+def edit_from_json(raw: Mapping[str, Any], where: str) -> Edit:
+    """An :class:`Edit` from its :meth:`Edit.as_json` form (as a checkpoint records it),
+    re-validated like a registry file's edit: torch.nn layers only."""
+    op = raw.get("op")
+    if op == "freeze":
+        return parse_edit({"freeze": list(raw.get("patterns", []))}, where)
+    form: dict[str, Any] = {
+        "layer": raw.get("layer"),
+        "args": list(raw.get("args", [])),
+        "kwargs": dict(raw.get("kwargs", {})),
+    }
+    if op == "replace":
+        form["replace"] = raw.get("path")
+    elif op == "append":
+        form["append"] = raw.get("name")
+    elif op == "add_module":
+        form["add_module"] = raw.get("name")
+        if raw.get("path"):
+            form["to"] = raw["path"]
+    else:
+        raise UsageError(f"{where}: unknown edit {op!r}")
+    return parse_edit(form, where)
 
 
 # -- applying (torch) -------------------------------------------------------------------------

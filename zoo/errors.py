@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable
+
+__all__ = [
+    "ZooError",
+    "UsageError",
+    "RunError",
+    "Interrupted",
+    "UnknownNameError",
+    "PluginError",
+    "DuplicateNameError",
+    "DEBUG_ENV",
+    "one_line",
+    "debug_enabled",
+    "error_report",
+]
+
+DEBUG_ENV = "ZOO_DEBUG"  # set (and not "0"): errors re-raise with their traceback
 
 
 class ZooError(Exception):
@@ -53,3 +70,24 @@ class PluginError(UsageError):
 
 class DuplicateNameError(UsageError):
     """Two sources registered the same name in one namespace."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: message"`` with the message's whitespace (newlines too) collapsed; just
+    ``"TypeName"`` when the message is empty."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def debug_enabled() -> bool:
+    """Whether ``ZOO_DEBUG`` asks for tracebacks (set and not ``"0"``)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def error_report(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the text after ``zoo: error:`` for an exception that ends a command."""
+    if isinstance(exc, ZooError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    return 1, f"internal error: {one_line(exc)} ({DEBUG_ENV}=1 shows the traceback)"

@@ -18,8 +18,10 @@ import json
 import os
 from pathlib import Path
 
-from zoo.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
+from zoo.checkpoint import load_checkpoint
 from zoo.errors import UsageError
+from zoo.files import atomic_save, atomic_write
+from zoo.registry import model_from_checkpoint
 
 __all__ = ["FORMATS", "export"]
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError
+from zoo.errors import PluginError, one_line
 
 ENTRY_POINT_GROUP = "zoo"
 DISTRIBUTION = "tudui-zoo"  # this project's own distribution: its entry points are the built-ins
@@ -51,11 +51,6 @@ class PluginInfo:
             "error": self.error,
             "builtin": self.builtin,
         }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_builtin(dist: Any) -> bool:
@@ -104,7 +99,7 @@ class PluginHost:
                 module = ep.load()
             except Exception as exc:  # any import-time failure is the plugin's, not ours
                 self.infos[ep.name] = info
-                self.fail(info, _one_line(exc))
+                self.fail(info, one_line(exc))
                 continue
             self.register(module, info)
         for name in sorted((allowed or set()) - seen):
@@ -122,7 +117,7 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=info.name)
         except Exception as exc:  # pluggy.PluginValidationError: bad hookimpl arguments
-            self.fail(info, _one_line(exc))
+            self.fail(info, one_line(exc))
             return False
         unknown = self._unknown_hooks(plugin)
         if unknown:
@@ -133,6 +128,14 @@ class PluginHost:
             return False
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
         return True
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin added with :meth:`register` (e.g. the runner's console for one run):
+        its hooks are no longer called and ``zoo plugins`` no longer lists it."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin, name=name)
+        self.infos.pop(name, None)
 
     def _unknown_hooks(self, plugin: Any) -> list[str]:
         # pluggy's check_pending() raises for the first unknown hook of *any* plugin; running it
@@ -184,13 +187,21 @@ class PluginHost:
             except Exception as exc:
                 info = self.infos[name]
                 if self.strict:
-                    raise PluginError(f"plugin '{name}' failed in {hook}: {_one_line(exc)}") from exc
-                print(f"zoo: warning: plugin '{name}' failed in {hook}: {_one_line(exc)}", file=sys.stderr)
-                info.status, info.error = "failed", f"{hook}: {_one_line(exc)}"
+                    raise PluginError(f"plugin '{name}' failed in {hook}: {one_line(exc)}") from exc
+                print(f"zoo: warning: plugin '{name}' failed in {hook}: {one_line(exc)}", file=sys.stderr)
+                info.status, info.error = "failed", f"{hook}: {one_line(exc)}"
                 self.pm.unregister(self.pm.get_plugin(name))
 
     def plugin_infos(self, include_builtin: bool = False) -> list[PluginInfo]:
         return [i for i in self.infos.values() if include_builtin or not i.builtin]
+
+    def plugin_records(self) -> list[dict[str, Any]]:
+        """Every plugin, built-ins included, as a checkpoint's provenance records it."""
+        return [
+            {"name": i.name, "distribution": i.distribution, "version": i.version, "builtin": i.builtin,
+             "status": i.status}
+            for i in self.plugin_infos(include_builtin=True)
+        ]
 
 
 _host: PluginHost | None = None

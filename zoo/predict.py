@@ -14,9 +14,10 @@ from typing import Any, Sequence
 
 import torch
 
-from zoo.checkpoint import load_checkpoint, model_from_checkpoint
+from zoo.checkpoint import load_checkpoint
 from zoo.devices import resolve_device
 from zoo.errors import UsageError
+from zoo.registry import model_from_checkpoint
 
 __all__ = ["predict", "load_image"]
 

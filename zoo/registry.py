@@ -9,118 +9,30 @@ names both sources.
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from zoo.errors import DuplicateNameError, UnknownNameError, UsageError, ZooError
+from zoo.edits import apply_edits, check_model, edit_from_json
+from zoo.entries import KINDS, DatasetEntry, Entry, ModelEntry, OptimizerEntry, check_name, check_size, resolve
+from zoo.errors import DuplicateNameError, UnknownNameError, UsageError, ZooError, one_line
 from zoo.plugins import PluginHost, get_plugin_host
+from zoo.registry_file import read_registry_file
 
 __all__ = [
-    "ModelEntry",
-    "OptimizerEntry",
-    "DatasetEntry",
     "Registry",
     "get_registry",
     "reset_registry",
-    "resolve",
-    "KINDS",
+    "registry_files",
+    "model_from_checkpoint",
+    "BUILTIN_REGISTRY",
 ]
-
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-KINDS = ("model", "optimizer", "dataset")
-
-
-def resolve(target: Any, what: str) -> Any:
-    """Turn an import path ``"pkg.module:attr"`` into the object; pass callables through."""
-    if not isinstance(target, str):
-        return target
-    module_name, _, attr = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"{what}: cannot import '{target}': {type(exc).__name__}: {exc}") from exc
-    return obj
 
 
 def _natural_key(name: str) -> list[Any]:
     # vgg2 before vgg16, as timm's list_models sorts
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model: a plugin's builder, or a registry.yaml variant (``base`` plus ``edits``)."""
-
-    name: str
-    plugin: str
-    builder: Any  # builder(num_classes) -> nn.Module, or "module:function"
-    summary: str = ""
-    input_size: tuple[int, int, int] = (3, 32, 32)
-    default_dataset: str | None = None
-    base: str | None = None
-    edits: tuple[Any, ...] = ()  # zoo.edits.Edit, for variants
-    base_classes: int | None = None  # build the base with this many outputs (1000: ImageNet weights)
-    source: str | None = None  # "registry.yaml:12" for variants
-
-    kind = "model"
-
-
-@dataclass(frozen=True)
-class OptimizerEntry:
-    """An optimizer: a plugin's factory, or a registry.yaml preset (``base`` plus hparams)."""
-
-    name: str
-    plugin: str
-    factory: Any  # factory(params, **hparams) -> Optimizer, or "module:Class"
-    summary: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
-    base: str | None = None
-    source: str | None = None
-
-    kind = "optimizer"
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    """A dataset: ``loader(train, root, download)`` and what it holds."""
-
-    name: str
-    plugin: str
-    loader: Any
-    summary: str = ""
-    num_classes: int | None = None  # None: read from the loaded dataset's classes
-    input_size: tuple[int, int, int] = (3, 32, 32)
-    classes: tuple[str, ...] | None = None
-
-    kind = "dataset"
-
-
-Entry = ModelEntry | OptimizerEntry | DatasetEntry
-
-
-def _check_name(name: Any, kind: str, source: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise UsageError(
-            f"{source}: invalid {kind} name {name!r}: expected lower case "
-            f"letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def _check_size(size: Any, source: str) -> tuple[int, int, int]:
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        raise UsageError(f"{source}: input_size must be three positive integers (C, H, W), got {size!r}")
-    return tuple(size)  # type: ignore[return-value]
 
 
 class Registry:
@@ -163,19 +75,15 @@ class Registry:
             except DuplicateNameError:
                 raise
             except Exception as exc:  # the plugin's bug: report it, keep everything else
-                from zoo.plugins import _one_line
-
-                host.fail(host.infos[plugin_name], _one_line(exc))
+                host.fail(host.infos[plugin_name], one_line(exc))
                 continue
             for entry in staged:
                 self.add(entry)
 
     def load_file(self, path: str | os.PathLike[str], display: str | None = None) -> None:
         """Layer a registry.yaml over the plugin entries (validated fully before use)."""
-        from zoo.registry_file import read_registry_file
-
         display = display or str(path)
-        for entry in read_registry_file(Path(path), display, self):
+        for entry in read_registry_file(Path(path), display, models=self.models, optimizers=self.optimizers):
             self.add(entry)
         self.files.append(display)
 
@@ -224,17 +132,15 @@ class Registry:
     ) -> Any:
         """Build a model: the base builder, then ``before_edits`` (base weights), then the edits,
         then a dry forward pass that proves the output is ``(batch, num_classes)``."""
-        from zoo import edits as model_edits
-
         entry = self.model(name)
         base = self.model(entry.base) if entry.base else entry
         builder = resolve(base.builder, f"model '{base.name}' (plugin '{base.plugin}')")
         model = builder(entry.base_classes or num_classes)
         if before_edits is not None:
             before_edits(model)
-        model, touched = model_edits.apply_edits(model, entry.edits, num_classes, where=entry.source or name)
+        model, touched = apply_edits(model, entry.edits, num_classes, where=entry.source or name)
         if check:
-            model_edits.check_model(model, entry, num_classes, touched)
+            check_model(model, entry, num_classes, touched)
         return model
 
     def make_optimizer(self, name: str, params: Any, hparams: dict[str, Any] | None = None) -> Any:
@@ -276,17 +182,17 @@ class _ModelRegistrar(_Registrar):
     def __call__(self, name: str, builder: Any, *, summary: str = "", input_size: Any = (3, 32, 32),
                  default_dataset: str | None = None) -> None:
         where = self.where("model", name)
-        _check_name(name, "model", where)
+        check_name(name, "model", where)
         if not (callable(builder) or isinstance(builder, str)):
             raise TypeError(f"{where}: builder must be callable or 'module:function', got {builder!r}")
-        self.staged.append(ModelEntry(name, self.plugin, builder, summary, _check_size(input_size, where),
+        self.staged.append(ModelEntry(name, self.plugin, builder, summary, check_size(input_size, where),
                                       default_dataset))
 
 
 class _OptimizerRegistrar(_Registrar):
     def __call__(self, name: str, factory: Any, *, summary: str = "", defaults: dict | None = None) -> None:
         where = self.where("optimizer", name)
-        _check_name(name, "optimizer", where)
+        check_name(name, "optimizer", where)
         if not (callable(factory) or isinstance(factory, str)):
             raise TypeError(f"{where}: factory must be callable or 'module:Class', got {factory!r}")
         self.staged.append(OptimizerEntry(name, self.plugin, factory, summary, dict(defaults or {})))
@@ -296,11 +202,11 @@ class _DatasetRegistrar(_Registrar):
     def __call__(self, name: str, loader: Any, *, summary: str = "", num_classes: int | None,
                  input_size: Any, classes: Iterable[str] | None = None) -> None:
         where = self.where("dataset", name)
-        _check_name(name, "dataset", where)
+        check_name(name, "dataset", where)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise TypeError(f"{where}: num_classes must be a positive int or None, got {num_classes!r}")
         self.staged.append(DatasetEntry(name, self.plugin, loader, summary, num_classes,
-                                        _check_size(input_size, where),
+                                        check_size(input_size, where),
                                         tuple(classes) if classes is not None else None))
 
 
@@ -333,3 +239,37 @@ def get_registry(extra_files: Iterable[str] = ()) -> Registry:
 def reset_registry() -> None:
     global _registry, _registry_key
     _registry, _registry_key = None, None
+
+
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any], *, source: str = "checkpoint", registry: Registry | None = None
+) -> Any:
+    """Rebuild the checkpoint's model from the registry (base + edits) and load its weights
+    strictly: no pickled class is needed, so the seed's method-1 trap cannot happen.
+
+    A variant is rebuilt from the base model and the edits recorded in the checkpoint, so it
+    still loads when the variant's registry file is absent or has changed since.
+    """
+    from zoo.checkpoint import load_state_dict_strict  # torch: not at import (zoo list stays instant)
+
+    registry = registry if registry is not None else get_registry()
+    spec = checkpoint["spec"]
+    name, num_classes = spec["model"], int(spec["num_classes"])
+    base = spec.get("base")
+    recorded = spec.get("edits") or []
+    entry = registry.models.get(name)
+    same = entry is not None and [e.as_json() for e in entry.edits] == [dict(e) for e in recorded]
+    if entry is not None and (same or not base):
+        model = registry.build_model(name, num_classes, check=False)
+    elif base and base in registry.models:
+        base_entry = registry.models[base]
+        builder = resolve(base_entry.builder, f"model '{base}' (plugin '{base_entry.plugin}')")
+        edits = tuple(edit_from_json(e, f"{source} (edits of '{name}')") for e in recorded)
+        model, _ = apply_edits(builder(spec.get("base_classes") or num_classes), edits, num_classes, where=source)
+    else:
+        missing = base if base else name
+        plugin = spec.get("plugin")
+        hint = f" (it came from plugin '{plugin}': install it, then zoo plugins)" if plugin else " (zoo plugins)"
+        raise UsageError(f"{source} needs model '{missing}', which this zoo does not have{hint}")
+    load_state_dict_strict(model, checkpoint["model"], source=str(source), target=f"model '{name}'")
+    return model

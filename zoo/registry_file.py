@@ -23,17 +23,15 @@ evaluated as code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import yaml
 
 from zoo.edits import parse_edit
+from zoo.entries import ModelEntry, OptimizerEntry, check_name, check_size
 from zoo.errors import UnknownNameError, UsageError
 
-if TYPE_CHECKING:
-    from zoo.registry import Registry
-
-__all__ = ["read_registry_file"]
+__all__ = ["read_registry_file", "load_yaml"]
 
 _TOP_KEYS = {"models", "optimizers"}
 _MODEL_KEYS = {"base", "base_classes", "summary", "edits", "input_size", "default_dataset"}
@@ -90,7 +88,7 @@ def load_yaml(path: Path, display: str) -> Any:
         raise UsageError(f"{display}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
-def _plugin_base(table: dict[str, Any], kind: str, name: str, base_name: Any, where: str) -> Any:
+def _plugin_base(table: Mapping[str, Any], kind: str, name: str, base_name: Any, where: str) -> Any:
     """The plugin entry a variant or preset builds on (variants of variants are not allowed)."""
     if not isinstance(base_name, str):
         raise UsageError(f"{where}: {kind} '{name}' needs 'base': the name of a registered {kind}")
@@ -101,10 +99,15 @@ def _plugin_base(table: dict[str, Any], kind: str, name: str, base_name: Any, wh
     return base
 
 
-def read_registry_file(path: Path, display: str, registry: "Registry") -> Iterator[Any]:
-    """Yield the entries of one registry file, checked against what ``registry`` holds."""
-    from zoo.registry import ModelEntry, OptimizerEntry, _check_name, _check_size
-
+def read_registry_file(
+    path: Path,
+    display: str,
+    *,
+    models: Mapping[str, ModelEntry],
+    optimizers: Mapping[str, OptimizerEntry],
+) -> Iterator[ModelEntry | OptimizerEntry]:
+    """Yield the entries of one registry file, checked against the ``models`` and
+    ``optimizers`` registered so far (a variant's or preset's base must be among them)."""
     doc = load_yaml(path, display)
     if doc is None:
         return
@@ -113,65 +116,73 @@ def read_registry_file(path: Path, display: str, registry: "Registry") -> Iterat
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise UsageError(f"{display}:{_line(doc, 1)}: unknown section(s) {sorted(map(str, unknown))}; expected 'models' and/or 'optimizers'")
-
-    models = doc.get("models") or {}
-    if not isinstance(models, dict):
+    section = doc.get("models") or {}
+    if not isinstance(section, dict):
         raise UsageError(f"{display}:{_line(doc, 1)}: 'models' must be a mapping of name -> variant")
-    for name, raw in models.items():
-        where = f"{display}:{_line(raw, _line(models, 1))}"
-        _check_name(name, "model", where)
-        if not isinstance(raw, dict):
-            raise UsageError(f"{where}: model '{name}' must be a mapping with 'base' and 'edits'")
-        extra = set(raw) - _MODEL_KEYS
-        if extra:
-            raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in model '{name}'; allowed: {sorted(_MODEL_KEYS)}")
-        base_name = raw.get("base")
-        base = _plugin_base(registry.models, "model", name, base_name, where)
-        edits_raw = raw.get("edits") or []
-        if not isinstance(edits_raw, list):
-            raise UsageError(f"{where}: 'edits' of model '{name}' must be a list")
-        edits = tuple(parse_edit(e, f"{display}:{_line(e, _line(raw, 1))}") for e in edits_raw)
-        base_classes = raw.get("base_classes")
-        if base_classes is not None and (not isinstance(base_classes, int) or isinstance(base_classes, bool) or base_classes < 1):
-            raise UsageError(f"{where}: base_classes must be a positive integer, got {base_classes!r}")
-        summary = raw.get("summary", "")
-        if not isinstance(summary, str):
-            raise UsageError(f"{where}: summary must be text")
-        yield ModelEntry(
-            name=name,
-            plugin=display,
-            builder=base.builder,
-            summary=summary or f"{base_name} with {len(edits)} edit(s)",
-            input_size=_check_size(raw["input_size"], where) if "input_size" in raw else base.input_size,
-            default_dataset=raw.get("default_dataset", base.default_dataset),
-            base=base_name,
-            edits=edits,
-            base_classes=base_classes,
-            source=where,
-        )
-
-    optimizers = doc.get("optimizers") or {}
-    if not isinstance(optimizers, dict):
+    for name, raw in section.items():
+        yield _model_variant(name, raw, f"{display}:{_line(raw, _line(section, 1))}", display, models)
+    section = doc.get("optimizers") or {}
+    if not isinstance(section, dict):
         raise UsageError(f"{display}:{_line(doc, 1)}: 'optimizers' must be a mapping of name -> preset")
-    for name, raw in optimizers.items():
-        where = f"{display}:{_line(raw, _line(optimizers, 1))}"
-        _check_name(name, "optimizer", where)
-        if not isinstance(raw, dict):
-            raise UsageError(f"{where}: optimizer '{name}' must be a mapping with 'base' and 'hparams'")
-        extra = set(raw) - _OPTIMIZER_KEYS
-        if extra:
-            raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}")
-        base_name = raw.get("base")
-        base = _plugin_base(registry.optimizers, "optimizer", name, base_name, where)
-        hparams = raw.get("hparams") or {}
-        if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
-            raise UsageError(f"{where}: hparams of optimizer '{name}' must be a mapping of parameter -> value")
-        yield OptimizerEntry(
-            name=name,
-            plugin=display,
-            factory=base.factory,
-            summary=raw.get("summary") or f"{base_name} with {', '.join(f'{k}={v}' for k, v in hparams.items())}",
-            defaults={**base.defaults, **dict(hparams)},
-            base=base_name,
-            source=where,
-        )
+    for name, raw in section.items():
+        yield _optimizer_preset(name, raw, f"{display}:{_line(raw, _line(section, 1))}", display, optimizers)
+
+
+def _model_variant(name: Any, raw: Any, where: str, display: str, models: Mapping[str, ModelEntry]) -> ModelEntry:
+    """One entry of ``models:``: a plugin's model plus edits."""
+    check_name(name, "model", where)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: model '{name}' must be a mapping with 'base' and 'edits'")
+    extra = set(raw) - _MODEL_KEYS
+    if extra:
+        raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in model '{name}'; allowed: {sorted(_MODEL_KEYS)}")
+    base_name = raw.get("base")
+    base = _plugin_base(models, "model", name, base_name, where)
+    edits_raw = raw.get("edits") or []
+    if not isinstance(edits_raw, list):
+        raise UsageError(f"{where}: 'edits' of model '{name}' must be a list")
+    edits = tuple(parse_edit(e, f"{display}:{_line(e, _line(raw, 1))}") for e in edits_raw)
+    base_classes = raw.get("base_classes")
+    if base_classes is not None and (not isinstance(base_classes, int) or isinstance(base_classes, bool) or base_classes < 1):
+        raise UsageError(f"{where}: base_classes must be a positive integer, got {base_classes!r}")
+    summary = raw.get("summary", "")
+    if not isinstance(summary, str):
+        raise UsageError(f"{where}: summary must be text")
+    return ModelEntry(
+        name=name,
+        plugin=display,
+        builder=base.builder,
+        summary=summary or f"{base_name} with {len(edits)} edit(s)",
+        input_size=check_size(raw["input_size"], where) if "input_size" in raw else base.input_size,
+        default_dataset=raw.get("default_dataset", base.default_dataset),
+        base=base_name,
+        edits=edits,
+        base_classes=base_classes,
+        source=where,
+    )
+
+
+def _optimizer_preset(
+    name: Any, raw: Any, where: str, display: str, optimizers: Mapping[str, OptimizerEntry]
+) -> OptimizerEntry:
+    """One entry of ``optimizers:``: a plugin's optimizer plus hyper-parameters."""
+    check_name(name, "optimizer", where)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: optimizer '{name}' must be a mapping with 'base' and 'hparams'")
+    extra = set(raw) - _OPTIMIZER_KEYS
+    if extra:
+        raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}")
+    base_name = raw.get("base")
+    base = _plugin_base(optimizers, "optimizer", name, base_name, where)
+    hparams = raw.get("hparams") or {}
+    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
+        raise UsageError(f"{where}: hparams of optimizer '{name}' must be a mapping of parameter -> value")
+    return OptimizerEntry(
+        name=name,
+        plugin=display,
+        factory=base.factory,
+        summary=raw.get("summary") or f"{base_name} with {', '.join(f'{k}={v}' for k, v in hparams.items())}",
+        defaults={**base.defaults, **dict(hparams)},
+        base=base_name,
+        source=where,
+    )

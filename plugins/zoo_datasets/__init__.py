@@ -9,7 +9,16 @@ from __future__ import annotations
 from zoo import hookimpl
 
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 DIGITS_CLASSES = [str(i) for i in range(10)]
 FAKE_CLASSES = [f"class{i}" for i in range(10)]

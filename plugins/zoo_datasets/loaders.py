@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import UsageError
-
-from zoo_datasets import CIFAR10_CLASSES, DIGITS_CLASSES, FAKE_CLASSES
+from zoo_datasets import DIGITS_CLASSES, FAKE_CLASSES
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -42,7 +41,9 @@ class _CifarUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
-            raise _Refused(f"it pickles {module}.{name}, which no CIFAR-10 file holds: refused, as unpickling it would run code")
+            raise _Refused(
+                f"it pickles {module}.{name}, which no CIFAR-10 file holds: refused, as unpickling it would run code"
+            )
         return super().find_class(module, name)
 
 
@@ -89,7 +90,9 @@ CIFAR10_META_FILE = "batches.meta"
 
 def _cifar10_files(train: bool | None = None) -> list[str]:
     """The files of one split plus the metadata (``None``: every file), in reading order."""
-    split = {True: CIFAR10_TRAIN_FILES, False: CIFAR10_TEST_FILES, None: CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}[train]
+    split = {True: CIFAR10_TRAIN_FILES, False: CIFAR10_TEST_FILES, None: CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES}[
+        train
+    ]
     return [*split, CIFAR10_META_FILE]
 
 

@@ -7,7 +7,6 @@ with the import path ``"torch.optim:Name"`` as its factory.
 """
 
 from zoo import hookimpl
-
 from zoo_optim.discover import torch_optimizers
 
 # The seed's SGD: torch.optim.SGD(model.parameters(), lr=0.01).

@@ -1,12 +1,8 @@
-"""Data-parallel training on torch.distributed: ``zoo run ... --nproc N`` and ``torchrun -m zoo run``.
+"""Data-parallel training, the worker's side: one of N processes started by ``zoo run --nproc N``
+(see :mod:`zoo.launch`) or by ``torchrun --nproc-per-node N -m zoo run``.
 
-The zoo brings no launcher of its own. ``zoo run --nproc N`` runs torch's elastic agent (the
-engine behind ``torchrun``) in this process; the agent starts N workers, each
-``python -m zoo run`` with the same command line, and restarts the whole group after a failure
-while ``--max-restarts`` allows. A user may equally start the workers with ``torchrun
---nproc-per-node N -m zoo run ...``: a worker reads everything from torchrun's environment
-(``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``TORCHELASTIC_*``), never from
-the launcher that started it.
+A worker reads everything from torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``LOCAL_WORLD_SIZE``, ``TORCHELASTIC_*``), never from the launcher that started it.
 
 Inside a worker, :func:`setup` joins the process group and returns a :class:`Dist`, which the
 runner consults at a handful of marked places. What it guarantees:
@@ -25,54 +21,33 @@ runner consults at a handful of marked places. What it guarantees:
 * **An elastic restart continues the run.** A restarted group (``TORCHELASTIC_RESTART_COUNT``
   > 0) resumes the run directory that an earlier attempt of the same job created.
 """
-
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
-import logging
 import os
 import re
-import signal
-import socket
 import sys
-import tempfile
 import time
-import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from zoo.config import RunConfig
 from zoo.devices import resolve_device
-from zoo.errors import RunError, UsageError, ZooError
+from zoo.errors import Interrupted, UsageError, ZooError, debug_enabled, error_report, one_line
+from zoo.rundir import RunDir
 
-if TYPE_CHECKING:
-    from zoo.runner import RunConfig
-
-__all__ = [
-    "Dist",
-    "in_worker",
-    "should_launch",
-    "setup",
-    "launch",
-    "run_worker",
-    "WorkersFailed",
-    "ENV_LAUNCHER",
-    "ENV_TEST_KILL",
-    "MARKER",
-]
+__all__ = ["Dist", "in_worker", "setup", "run_worker", "ENV_LAUNCHER", "MARKER"]
 
 ENV_LAUNCHER = "ZOO_LAUNCHER"  # set by `zoo run --nproc` for its workers: it reports their errors itself
-ENV_TEST_KILL = "ZOO_TEST_KILL_WORKER"  # "RANK:STEP[:SIGNAL]": that rank signals itself (SIGKILL) after STEP steps (tests only)
 MARKER = ".zoo-elastic-run-id"  # in a run directory made by an elastic job: that job's run id
-# What the agent gives workers after a signal, to finish their step and checkpoint, before it
-# SIGKILLs them; also how long a worker stuck in a collective with a dead peer can hold up a restart.
-SHUTDOWN_TIMEOUT_S = 60
 _WORKER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
@@ -81,19 +56,7 @@ def in_worker() -> bool:
     return all(name in os.environ for name in _WORKER_ENV)
 
 
-def should_launch(nproc: int, max_restarts: int) -> bool:
-    """Whether ``zoo run`` should start workers rather than train in this process."""
-    return not in_worker() and (nproc > 1 or max_restarts > 0)
-
-
 # -- the worker's view ------------------------------------------------------------------------
-
-
-class _NoObservers:
-    """What ranks other than 0 emit events to: nothing (plugins see each event once)."""
-
-    def emit(self, hook: str, **kwargs: Any) -> None:
-        pass
 
 
 class _MeanOverRanks(nn.Module):
@@ -132,8 +95,6 @@ class Dist:
     backend: str | None = None
     control: Any = None  # a gloo group for host-side votes and sums, whatever the backend
     owned: bool = False  # this run initialised the default process group, so it destroys it
-    kill_at: tuple[int, signal.Signals] | None = None  # ZOO_TEST_KILL_WORKER: (step, signal) this rank sends itself
-    _steps: int = field(default=0, init=False, repr=False)  # training steps taken (stop_vote calls)
     _pending: tuple[Any, torch.Tensor] | None = field(default=None, init=False, repr=False)  # the vote in flight
 
     @property
@@ -230,9 +191,6 @@ class Dist:
         gloo group and is read one step later, so it never stalls a step (nor syncs a GPU);
         every rank reads the same result after the same step.
         """
-        self._steps += 1
-        if self.kill_at is not None and self._steps == self.kill_at[0]:
-            os.kill(os.getpid(), self.kill_at[1])  # tests: a worker dying (or asked to stop) mid-epoch
         if not self.distributed:
             return local
         agreed = self._collect()
@@ -260,28 +218,22 @@ class Dist:
 
     # -- rank 0's jobs
 
-    def new_run_dir(self, create: Callable[[], Path]) -> Path:
-        """Rank 0 creates the run directory (``create()``); every rank gets its path.
+    def new_run_dir(self, create: Callable[[], RunDir]) -> RunDir:
+        """Rank 0 creates the run directory (``create()``); the others get its path, read-only.
 
         In an elastic job, rank 0 also marks the directory with the job's run id, so that a
         restarted group knows the directory is its own to resume (see :func:`setup`).
         """
-        path: Path | None = None
-        if self.is_main:
-            path = create()
-            run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-            if run_id:
-                (path / MARKER).write_text(run_id + "\n")
-        if self.distributed:
-            shared = [str(path) if path is not None else None]
-            dist.broadcast_object_list(shared, src=0, group=self.control)
-            path = Path(shared[0])
-        assert path is not None
-        return path
-
-    def observers(self, host: Any) -> Any:
-        """The plugin host on rank 0; elsewhere a host that emits nothing."""
-        return host if self.is_main else _NoObservers()
+        run_dir = create() if self.is_main else None
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+        if run_dir is not None and run_id:
+            (run_dir.path / MARKER).write_text(run_id + "\n")
+        if not self.distributed:
+            assert run_dir is not None
+            return run_dir
+        shared = [str(run_dir.path) if run_dir is not None else None]
+        dist.broadcast_object_list(shared, src=0, group=self.control)
+        return run_dir or RunDir(Path(shared[0]), writer=False)
 
     def close(self) -> None:
         """Leave the process group (after a run that ended cleanly on every rank)."""
@@ -341,7 +293,7 @@ def _owns(run_dir: Path, run_id: str) -> bool:
         return False
 
 
-def _worker_config(config: "RunConfig", rank: int, local_world: int) -> "RunConfig":
+def _worker_config(config: RunConfig, rank: int, local_world: int) -> RunConfig:
     """The config as this rank runs it: quiet except on rank 0, and after an elastic restart,
     ``--resume`` of the run directory that an earlier attempt of this job created."""
     restart = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
@@ -365,22 +317,6 @@ def _worker_config(config: "RunConfig", rank: int, local_world: int) -> "RunConf
     return replace(config, **changes)
 
 
-def _kill_at(rank: int) -> tuple[int, signal.Signals] | None:
-    """``ZOO_TEST_KILL_WORKER=RANK:STEP[:SIGNAL]`` (SIGNAL a name such as SIGINT; SIGKILL when
-    left out), honoured on the first attempt only (a test hook)."""
-    text = os.environ.get(ENV_TEST_KILL)
-    if not text or _env_int("TORCHELASTIC_RESTART_COUNT", 0):
-        return None
-    try:
-        who, step, *name = text.split(":")
-        sig = signal.Signals[name[0]] if name else signal.SIGKILL
-        if len(name) > 1:
-            raise ValueError(text)
-        return (int(step), sig) if int(who) == rank else None
-    except (ValueError, KeyError):
-        raise UsageError(f"{ENV_TEST_KILL} must be RANK:STEP or RANK:STEP:SIGNAL, got {text!r}") from None
-
-
 def _attempt_store(rank: int, world: int) -> dist.Store:
     """The job's store at ``MASTER_ADDR:MASTER_PORT`` (what ``env://`` would use), with a key
     prefix of its own for each elastic attempt.
@@ -398,7 +334,7 @@ def _attempt_store(rank: int, world: int) -> dist.Store:
     return dist.PrefixStore(f"zoo/attempt_{_env_int('TORCHELASTIC_RESTART_COUNT', 0)}", store)
 
 
-def setup(config: "RunConfig") -> tuple[Dist, "RunConfig"]:
+def setup(config: RunConfig) -> tuple[Dist, RunConfig]:
     """This process's :class:`Dist` and the config it runs, joining the process group when
     torchrun (or ``zoo run --nproc``) started it as one of several workers.
 
@@ -420,9 +356,8 @@ def setup(config: "RunConfig") -> tuple[Dist, "RunConfig"]:
         )
     device = _worker_device(config.device, local_rank, world)
     config = _worker_config(config, rank, local_world)
-    kill_at = _kill_at(rank)
     if world == 1:  # an elastic job of one process (--max-restarts): nothing to synchronise
-        return Dist(device=device, kill_at=kill_at), config
+        return Dist(device=device), config
     backend = "nccl" if device.type == "cuda" else "gloo"
     owned = not dist.is_initialized()
     if owned:
@@ -440,16 +375,11 @@ def setup(config: "RunConfig") -> tuple[Dist, "RunConfig"]:
     # Votes and small sums stay on the host: on NCCL they would sync the GPU at every step.
     control = dist.new_group(backend="gloo")
     joined = Dist(device, rank=rank, world=world, local_rank=local_rank, backend=backend, control=control,
-                  owned=owned, kill_at=kill_at)
+                  owned=owned)
     return joined, config
 
 
 # -- the worker's exit ----------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _collective_failed(exc: BaseException) -> bool:
@@ -476,6 +406,17 @@ def _record_failure(message: str, exit_code: int, cause: str) -> None:
         pass  # the exit code still says it failed
 
 
+def _cause(exc: BaseException) -> str:
+    """How a worker failed, for the launcher's triage (see ``zoo.launch.root_failure``)."""
+    if isinstance(exc, Interrupted | KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, ZooError):
+        return "error"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _collective_failed(exc):
+        return "peer"
+    return "internal"
+
+
 def run_worker(train: Callable[[], dict[str, Any]], *, json_summary: bool = False) -> int:
     """``zoo run`` in a worker: train, then report the outcome once for the whole group.
 
@@ -484,241 +425,19 @@ def run_worker(train: Callable[[], dict[str, Any]], *, json_summary: bool = Fals
     under torchrun each rank prints it, ranks other than 0 prefixed with their rank.
     """
     rank = int(os.environ.get("RANK", "0"))
-    debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
-    from zoo.runner import Interrupted
-
     try:
         summary = train()
-    except ZooError as exc:
-        cause = "interrupted" if isinstance(exc, Interrupted) else "error"
-        code, message = exc.exit_code, str(exc)
-        error: BaseException = exc
-    except KeyboardInterrupt as exc:  # a second signal: out at once
-        cause, code, message, error = "interrupted", 130, "interrupted", exc
-    except Exception as exc:
-        error = exc
-        code = 1
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _collective_failed(exc):
-            cause = "peer"
-            message = f"another worker process failed or was stopped ({_one_line(exc)[:200]})"
-        else:
-            cause = "internal"
-            message = f"internal error: {_one_line(exc)} (ZOO_DEBUG=1 shows the traceback)"
-    else:
-        if json_summary and rank == 0:
-            print(json.dumps(summary), flush=True)
-        return 0
-    _record_failure(message, code, cause)
-    if debug:
-        raise error
-    if not os.environ.get(ENV_LAUNCHER):
-        print(f"zoo: error: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr, flush=True)
-    return code
-
-
-# -- the launcher -------------------------------------------------------------------------------
-
-
-class WorkersFailed(ZooError):
-    """The worker group failed (after its restarts): carries the chosen worker's exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _preflight(config: "RunConfig", nproc: int) -> None:
-    """Refuse in this process what every worker would refuse: a bad option or name would
-    otherwise cost a start-up of N workers, and again for every restart."""
-    from zoo.hparams import parse_hparams
-    from zoo.registry import get_registry
-    from zoo.runner import _check_config
-
-    _check_config(config)
-    registry = get_registry(config.registry_files)
-    model = registry.model(config.model)
-    entry = registry.optimizer(config.optimizer)
-    if config.data or model.default_dataset:
-        registry.dataset(config.data or model.default_dataset)
-    parse_hparams(config.optimizer, registry.optimizer_factory(config.optimizer), entry.defaults, lr=config.lr, opts=config.opts)
-    text = str(config.device).strip().lower()
-    if re.fullmatch(r"cuda:\d+", text):
-        raise UsageError(
-            f"--device {config.device} names one GPU, but --nproc {nproc} runs one process per GPU "
-            f"(cuda:0 to cuda:{nproc - 1}): pass --device cuda (or auto)"
-        )
-    if resolve_device(config.device).type == "cuda" and nproc > torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-        raise UsageError(
-            f"--nproc {nproc} needs {nproc} GPUs, one per process, but {count} are visible{where}: "
-            f"pass --nproc {count} or fewer, or --device cpu to train {nproc} processes on the CPU"
-        )
-
-
-def _run_dir(config: "RunConfig") -> Path:
-    """The run directory, decided once, here, so that every worker (and every restart) gets the
-    same ``--out``; the same checks and default name as a single-process run."""
-    from zoo.runner import _exists
-
-    if config.out is not None:
-        out = Path(config.out).expanduser()
-        if config.resume and not out.is_dir():
-            why = "does not exist (drop --resume to start a new run there)" if not out.exists() else "is not a run directory"
-            raise UsageError(f"nothing to resume: {out} {why}")
-        if not config.resume and out.exists():
-            raise _exists(out)
-        return out
-    if config.resume:
-        raise UsageError("--resume needs --out DIR: the run directory to continue")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{config.model}-{config.optimizer}-{stamp}"
-    for out in (base, *(base.with_name(f"{base.name}-{i}") for i in range(2, 100))):
-        if not out.exists():
-            return out
-    raise UsageError("too many runs started this second: pass --out DIR")
-
-
-def _rendezvous_endpoint() -> str:
-    """``127.0.0.1:0`` (the agent's store binds a free port itself, so no other process can
-    take it in between), or ``$MASTER_PORT`` when the user chose one, checked to be free."""
-    text = os.environ.get("MASTER_PORT", "").strip()
-    if not text:
-        return "127.0.0.1:0"
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise UsageError(f"MASTER_PORT must be a port number (1-65535), got {text!r}")
-    port = int(text)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As the store's own socket would: a port in TIME_WAIT is free, a listening one is not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("", port))
-        except OSError as exc:
-            raise UsageError(
-                f"port {port} (MASTER_PORT) is busy: {exc.strerror or exc}; unset MASTER_PORT to let "
-                f"zoo pick a free port, or choose another"
-            ) from None
-    return f"127.0.0.1:{port}"
-
-
-def _quiet_torchelastic() -> None:
-    # The agent logs each step of a restart or shutdown as warnings; the zoo says what matters
-    # in its own words (ZOO_DEBUG=1 keeps torch's logs).
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logger = logging.getLogger(name)
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
-
-
-def _error_data(failure: Any) -> tuple[str | None, Mapping[str, Any]]:
-    data = failure.error_file_data if isinstance(failure.error_file_data, Mapping) else {}
-    message = data.get("message")
-    if isinstance(message, Mapping):
-        extra = message.get("extraInfo") or {}
-        return str(message.get("message")), extra.get("zoo") or {}
-    return (str(message) if message and message != "<NONE>" else None), {}
-
-
-_CAUSES = ("error", "internal", "killed", "interrupted", "peer", "exit")  # most telling first
-
-
-def _root_failure(failures: Mapping[int, Any], out: Path, max_restarts: int) -> WorkersFailed:
-    """One error for the group: the most telling failure among the ranks of the last attempt
-    (a zoo error over a crash over a rank that only saw another one die)."""
-    found: list[tuple[int, int, str, int]] = []
-    for rank, failure in failures.items():
-        message, zoo = _error_data(failure)
-        if message and zoo:
-            cause, code = str(zoo.get("cause", "error")), int(zoo.get("exit_code", 1))
-        elif failure.exitcode < 0:
-            cause, code = "killed", 1
-            message = f"worker rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}"
-        else:
-            cause, code = "exit", 1
-            message = message or f"worker rank {rank} (pid {failure.pid}) exited with code {failure.exitcode}"
-        found.append((_CAUSES.index(cause) if cause in _CAUSES else len(_CAUSES), rank, message, code))
-    _, _, message, code = min(found, key=lambda item: item[:2])
-    if code not in (2, 130, 143):  # a run-time failure: say what was tried and what is left
-        if max_restarts:
-            message += f" (after {max_restarts} restart{'s' if max_restarts > 1 else ''})"
-        if (out / "last.pt").exists():
-            message += f"; {out / 'last.pt'} holds the last checkpoint: continue with --resume --out {out}"
-    return WorkersFailed(message, code)
-
-
-def _interrupted(sig: signal.Signals, logs: Path, out: Path) -> ZooError:
-    """The group was stopped by a signal to this process: rank 0's own words when it wrote them."""
-    from zoo.runner import Interrupted
-
-    message = f"stopped by {sig.name}; continue with --resume --out {out}"
-    attempts = sorted(logs.glob("*/attempt_*"), key=lambda p: int(p.name.rpartition("_")[2]))
-    if attempts:
-        try:
-            data = json.loads((attempts[-1] / "0" / "error.json").read_text())
-            if data["message"]["extraInfo"]["zoo"]["cause"] == "interrupted":
-                message = data["message"]["message"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return Interrupted(message, sig)
-
-
-def launch(argv: Sequence[str], config: "RunConfig", *, max_restarts: int = 0) -> int:
-    """``zoo run ... --nproc N``: run ``python -m zoo <argv>`` in ``config.nproc`` workers under
-    torch's elastic agent, on this machine, restarting the group up to ``max_restarts`` times.
-
-    Returns 0 when every worker finished; otherwise raises one :class:`ZooError` for the group
-    (its exit code is the failing worker's, or 130/143 when this process was interrupted).
-    """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.elastic.rendezvous import RendezvousError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    nproc = config.nproc
-    _preflight(config, nproc)
-    out = _run_dir(config)
-    endpoint = _rendezvous_endpoint()
-    args = ["-m", "zoo", *argv] + ([] if config.out is not None else ["--out", str(out)])
-    if os.environ.get("ZOO_DEBUG", "") in ("", "0"):
-        _quiet_torchelastic()
-
-    env = {ENV_LAUNCHER: "1"}
-    if "OMP_NUM_THREADS" not in os.environ:
-        # As torchrun does, keep N processes from each starting a thread per core; but give
-        # CPU training the cores there are, shared out, rather than torchrun's flat 1.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the agent passes its own environment on to the workers
-    logs = Path(tempfile.mkdtemp(prefix="zoo-elastic-"))
-    launch_config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=uuid.uuid4().hex,  # what a restarted group finds in the run directory's MARKER
-        rdzv_backend="c10d",
-        rdzv_endpoint=endpoint,
-        max_restarts=max_restarts,
-        monitor_interval=0.1,
-        logs_specs=DefaultLogsSpecs(log_dir=str(logs)),
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-    )
-    try:
-        elastic_launch(launch_config, sys.executable)(*args)
-    except ChildFailedError as exc:
-        raise _root_failure(exc.failures, out, max_restarts) from None
-    except SignalException as exc:
-        raise _interrupted(exc.sigval, logs, out) from None
-    except RendezvousError as exc:
-        raise RunError(f"the {nproc} worker processes could not meet at {endpoint}: {_one_line(exc)}") from exc
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        import shutil
-
-        shutil.rmtree(logs, ignore_errors=True)
+    except (Exception, KeyboardInterrupt) as exc:  # KeyboardInterrupt: a second signal, out at once
+        cause = _cause(exc)
+        code, message = error_report(exc)
+        if cause == "peer":
+            message = f"another worker process failed or was stopped ({one_line(exc)[:200]})"
+        _record_failure(message, code, cause)
+        if debug_enabled():
+            raise
+        if not os.environ.get(ENV_LAUNCHER):
+            print(f"zoo: error: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr, flush=True)
+        return code
+    if json_summary and rank == 0:
+        print(json.dumps(summary), flush=True)
     return 0

@@ -1,0 +1,115 @@
+"""Registry entries and the checks on what a plugin or a registry file names.
+
+The plain data both ways of registering produce: a plugin's ``register`` call (zoo.registry)
+and a registry.yaml entry (zoo.registry_file). Nothing here imports torch or the plugin host.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.errors import UsageError
+
+__all__ = [
+    "NAME_RE",
+    "KINDS",
+    "ModelEntry",
+    "OptimizerEntry",
+    "DatasetEntry",
+    "Entry",
+    "check_name",
+    "check_size",
+    "resolve",
+]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+KINDS = ("model", "optimizer", "dataset")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model: a plugin's builder, or a registry.yaml variant (``base`` plus ``edits``)."""
+
+    name: str
+    plugin: str
+    builder: Any  # builder(num_classes) -> nn.Module, or "module:function"
+    summary: str = ""
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    default_dataset: str | None = None
+    base: str | None = None
+    edits: tuple[Any, ...] = ()  # zoo.edits.Edit, for variants
+    base_classes: int | None = None  # build the base with this many outputs (1000: ImageNet weights)
+    source: str | None = None  # "registry.yaml:12" for variants
+
+    kind = "model"
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """An optimizer: a plugin's factory, or a registry.yaml preset (``base`` plus hparams)."""
+
+    name: str
+    plugin: str
+    factory: Any  # factory(params, **hparams) -> Optimizer, or "module:Class"
+    summary: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    source: str | None = None
+
+    kind = "optimizer"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset: ``loader(train, root, download)`` and what it holds."""
+
+    name: str
+    plugin: str
+    loader: Any
+    summary: str = ""
+    num_classes: int | None = None  # None: read from the loaded dataset's classes
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    classes: tuple[str, ...] | None = None
+
+    kind = "dataset"
+
+
+Entry = ModelEntry | OptimizerEntry | DatasetEntry
+
+
+def check_name(name: Any, kind: str, source: str) -> str:
+    """``name`` when it is a valid entry name (CONTRACT.md); else a UsageError naming ``source``."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UsageError(
+            f"{source}: invalid {kind} name {name!r}: expected lower case "
+            f"letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_size(size: Any, source: str) -> tuple[int, int, int]:
+    """``size`` as a ``(C, H, W)`` tuple of positive ints; else a UsageError naming ``source``."""
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise UsageError(f"{source}: input_size must be three positive integers (C, H, W), got {size!r}")
+    return tuple(size)  # type: ignore[return-value]
+
+
+def resolve(target: Any, what: str) -> Any:
+    """Turn an import path ``"pkg.module:attr"`` into the object; pass callables through."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"{what}: cannot import '{target}': {type(exc).__name__}: {exc}") from exc
+    return obj

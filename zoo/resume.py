@@ -1,0 +1,73 @@
+"""``--resume``: checking that a checkpoint continues the same run, and what it brings back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zoo.config import RunConfig
+from zoo.errors import UsageError
+
+__all__ = ["check_resume", "changed_hparams"]
+
+_FLAGS = {"dataset": "--data", "batch_size": "--batch-size", "limit_train": "--limit-train", "limit_val": "--limit-val"}
+
+
+def _check_global_batch(spec: Mapping[str, Any], config: RunConfig, path: Path, world: int) -> bool:
+    """Whether the checkpoint's global batch (``--batch-size`` x processes) is this run's.
+
+    That is what the updates are made of, so a run of 2 processes x 16 continues as 1 x 32, or
+    4 x 8. Across process counts, another global batch is refused here with the fix; in one
+    process, False lets the plain ``--batch-size`` comparison say it.
+    """
+    if "batch_size" not in spec:
+        return False
+    was_world = int(spec.get("world_size", 1))
+    total = spec["batch_size"] * was_world
+    if total == config.batch_size * world:
+        return True
+    if (was_world, world) == (1, 1):
+        return False
+    fix = (f"--batch-size {total // world} with {world} process(es)" if total % world == 0
+           else f"a number of processes that divides {total}")
+    raise UsageError(
+        f"cannot resume {path}: it was trained with a global batch of {total} (--batch-size "
+        f"{spec['batch_size']} x {was_world} process(es)), not {config.batch_size * world} (--batch-size "
+        f"{config.batch_size} x {world}); resume with {fix}, or start a new run with another --out"
+    )
+
+
+def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str, path: Path, world: int = 1) -> None:
+    """A resumed run must be the same run: same model, optimizer, data and batches, and
+    ``--epochs`` no fewer than it has trained."""
+    spec = checkpoint["spec"]
+    ours = {"model": config.model, "optimizer": config.optimizer, "dataset": dataset,
+            "batch_size": config.batch_size, "limit_train": config.limit_train, "limit_val": config.limit_val}
+    if _check_global_batch(spec, config, path, world):
+        del ours["batch_size"]
+    for key, value in ours.items():
+        if key in spec and spec[key] != value:
+            flag = _FLAGS.get(key, key.upper())
+            raise UsageError(
+                f"cannot resume {path}: it was trained with {flag} {spec[key]}, not {value}; "
+                f"resume with the same {flag}, or start a new run with another --out"
+            )
+    done, partial = int(checkpoint["epoch"]), checkpoint.get("partial")
+    if partial and config.epochs < partial["epoch"]:
+        raise UsageError(
+            f"cannot resume {path} with --epochs {config.epochs}: it stopped during epoch {partial['epoch']}; "
+            f"pass --epochs {partial['epoch']} or more"
+        )
+    if config.epochs < done:
+        raise UsageError(
+            f"{path} has already trained {done} epochs; --epochs {config.epochs} asks for fewer "
+            f"(pass more than {done} to continue)"
+        )
+
+
+def changed_hparams(saved: Mapping[str, Any], given: Mapping[str, Any], config: RunConfig) -> dict[str, Any]:
+    """The hyper-parameters this command line gives again with another value (e.g. a lower
+    ``--lr`` after a NaN): they replace the saved ones; every other one keeps its saved value."""
+    named = set(config.opts) | ({"lr"} if config.lr is not None else set())
+    return {k: given[k] for k in named if k in given and saved.get(k) != given[k]}

@@ -1,0 +1,105 @@
+"""One training step and one evaluation pass: the seed's inner loops, made general.
+
+``train_step`` is the course's ``zero_grad`` / ``backward`` / ``step``; ``evaluate`` its
+validation under ``model.eval()`` and ``torch.inference_mode()`` with accuracy by ``argmax(1)``.
+Neither reads a value back to the host per batch: losses and sums stay on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import RunError, UsageError
+
+__all__ = ["train_step", "evaluate", "first_nonfinite"]
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimisation step, the seed's ``zero_grad`` / ``backward`` / ``step`` triple.
+
+    It runs inside a closure passed to ``step`` because L-BFGS re-evaluates the loss several
+    times per step; every other optimizer calls the closure once. Returns the loss before the
+    update, detached and still on the device (reading it would force a sync every step).
+    """
+    first: list[torch.Tensor] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        # Not torch.autocast(enabled=False): entering a disabled autocast still costs ~15 us a step.
+        with torch.autocast(inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+            loss = criterion(model(inputs), targets)
+        loss.backward()
+        if not first:
+            first.append(loss.detach())
+        return loss
+
+    optimizer.step(closure)
+    if not first:
+        raise RunError(f"{type(optimizer).__name__}.step(closure) never called the closure, so nothing was learned")
+    return first[0]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Any,
+    criterion: nn.Module,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    reduce: Callable[[list[float], int], tuple[list[float], int]] | None = None,
+) -> dict[str, Any]:
+    """Mean loss and accuracy (``argmax(1)``) over ``batches``, in ``eval()`` mode.
+
+    Sums stay on the device and are read once at the end. ``reduce`` (distributed training)
+    adds up ``([loss_sum, correct], samples)`` over the ranks, each of which saw its own shard.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, samples = None, None, 0
+    for inputs, targets in batches:
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(inputs)
+        batch_loss = criterion(outputs.float(), targets) * targets.shape[0]
+        batch_correct = (outputs.argmax(1) == targets).sum()
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
+        samples += targets.shape[0]
+    model.train(was_training)
+    sums = torch.stack([loss_sum.float(), correct.float()]).tolist() if samples else [0.0, 0.0]
+    if reduce is not None:  # distributed: every rank's shard, so the result does not depend on their number
+        sums, samples = reduce(sums, samples)
+    if not samples:
+        raise UsageError("the validation set is empty: nothing to validate (check --limit-val)")
+    loss, hits = sums
+    return {"val_loss": loss / samples, "val_accuracy": hits / samples, "samples": samples}
+
+
+def first_nonfinite(losses: list[torch.Tensor], start: int) -> tuple[int, float] | None:
+    """The first step after ``start`` (1-based) whose loss is NaN or infinite, and that loss.
+
+    One host sync for the whole window ``losses[start:]``: the loop calls it every few dozen steps.
+    """
+    if start >= len(losses):
+        return None
+    window = torch.stack(losses[start:])
+    bad = (~torch.isfinite(window)).nonzero()
+    if not bad.numel():
+        return None
+    index = int(bad[0, 0])
+    return start + index + 1, float(window[index])
