@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         results["checks"][name] = {"status": status, **detail}
         print(f"{status:6} {name}: {json.dumps(detail)}", flush=True)
 
-    from zoo.checkpoint import load_checkpoint, model_from_checkpoint
+    from zoo.checkpoint import load_checkpoint
     from zoo.predict import predict
+    from zoo.registry import model_from_checkpoint
     from zoo.runner import Interrupted, RunConfig, run, validate
 
     amp = device == "cuda" and torch.cuda.is_bf16_supported()

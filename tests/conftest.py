@@ -27,6 +27,17 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_zoo_environment(tmp_path_factory):
+    """The developer's ZOO_* variables are gone for the whole session, module-scoped fixtures
+    included (they run before ``_isolated_zoo``); ZOO_TESTS_* (the suite's own switches) stay."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("ZOO_") and not n.startswith("ZOO_TESTS_")]:
+            patch.delenv(name)
+        patch.setenv("ZOO_DATA", str(tmp_path_factory.mktemp("zoo-data")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_zoo(monkeypatch, tmp_path):
     """Every test starts with no zoo environment and fresh plugin/registry caches."""
@@ -38,6 +49,28 @@ def _isolated_zoo(monkeypatch, tmp_path):
     yield
     reset_plugin_host()
     reset_registry()
+
+
+@pytest.fixture(scope="session")
+def builtin_registry():
+    """The registry of the built-in plugins and registry.yaml alone, built once, whatever the
+    developer's environment (ZOO_REGISTRY, ZOO_LOAD_PLUGINS, installed third-party plugins).
+
+    Tests that go over every entry take it as a fixture: a registry built at import time would
+    make the collected tests depend on that environment."""
+    from zoo.registry import get_registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("ZOO_")]:
+            patch.delenv(name)
+        patch.setenv("ZOO_LOAD_PLUGINS", "")  # built-ins only
+        reset_plugin_host()
+        reset_registry()
+        try:
+            return get_registry()
+        finally:
+            reset_plugin_host()
+            reset_registry()
 
 
 class ZooCLI:
@@ -78,9 +111,11 @@ def zoo_cli(tmp_path) -> ZooCLI:
 
 @pytest.fixture(scope="session")
 def fork_server():
-    from forkcli import ForkServer
+    """Runs ``zoo`` calls as forks of a process that has imported torch (tests/forkcli.py), or as
+    plain ``python -m zoo`` processes under ``ZOO_TESTS_NO_FORK=1``."""
+    from forkcli import ForkServer, ProcessServer, no_fork
 
-    server = ForkServer()
+    server = ProcessServer() if no_fork() else ForkServer()
     yield server
     server.close()
 

@@ -9,12 +9,16 @@ streams (files, at the descriptor level, so C-level output and warnings are caug
 value. Each call is its own process: its exit code, crashes, files and any code a crafted file
 manages to run stay in it, and nothing carries over from one call to the next.
 
-What it does not cover is what happens at import time (the server has done it); tests that need
-the interpreter start-up itself use ``conftest.ZooCLI`` (``python -m zoo``).
+What it does not cover is what happens at import time (the server has done it) and at exit
+(the child leaves with ``os._exit``); tests that need the interpreter start-up itself use
+``conftest.ZooCLI`` (``python -m zoo``), and ``ZOO_TESTS_NO_FORK=1`` runs every test that would
+use the server through :class:`ProcessServer` instead: the same calls, each a plain
+``python -m zoo`` process (slower, nothing shared).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +68,14 @@ for line in sys.stdin:
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
 """
+
+
+NO_FORK_ENV = "ZOO_TESTS_NO_FORK"  # "1": ProcessServer instead of ForkServer
+
+
+def no_fork() -> bool:
+    """Whether ``ZOO_TESTS_NO_FORK`` asks for plain processes instead of forks."""
+    return os.environ.get(NO_FORK_ENV, "") not in ("", "0")
 
 
 # What the server starts with; torch reads it at import, so it holds for every child whatever
@@ -170,6 +182,38 @@ class ForkServer:
         if self._proc.stdin:
             self._proc.stdin.close()
         self._proc.wait(timeout=30)
+
+
+class ProcessServer(ForkServer):
+    """:class:`ForkServer`'s interface, each call a plain ``python -m zoo`` process (``subprocess.Popen``,
+    which has the ``poll``/``send_signal``/``kill``/``wait`` of :class:`Forked`)."""
+
+    def __init__(self) -> None:  # no server process
+        pass
+
+    def start(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], stdout: Path,
+              stderr: Path) -> subprocess.Popen:
+        env = dict(env)
+        env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")]).strip(os.pathsep)
+        with open(stdout, "wb") as out, open(stderr, "wb") if stderr != stdout else contextlib.nullcontext() as err:
+            return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err if err is not None else subprocess.STDOUT)
+
+    def call(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str],
+             timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as streams:
+            out, err = Path(streams) / "stdout", Path(streams) / "stderr"
+            proc = self.start(args, cwd=cwd, env=env, path=path, stdout=out, stderr=err)
+            try:
+                returncode = proc.wait(timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            return subprocess.CompletedProcess(["zoo", *args], returncode, out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        pass
 
 
 class ForkedZooCLI(ZooCLI):

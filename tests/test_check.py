@@ -1,11 +1,18 @@
-"""zoo check: one step per model x optimizer pair, each in a forked child under a time budget."""
+"""zoo check: one step per model x optimizer pair, each in a forked child under a time budget.
+
+No test here passes or fails by how long something took: a step that must time out never ends
+(so waiting for it would hang, and pytest-timeout would fail the test), times are checked from
+below only, and the budget of every step that must finish is far above what a loaded machine
+needs, so that only a real failure gives "timeout".
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
-import time
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,16 +20,29 @@ from torch import nn
 
 from zoo import preflight as pf
 from zoo.check import run_check
-from zoo.errors import UsageError
 from zoo.entries import ModelEntry, OptimizerEntry
+from zoo.errors import UsageError
 from zoo.registry import Registry
+
+BUDGET_S = 60.0  # for steps that must finish: milliseconds of work, whatever the load
 
 
 class Sleepy(torch.optim.SGD):
-    """A step that takes far longer than any budget."""
+    """A step that never ends."""
 
     def step(self, closure=None):
-        time.sleep(60)
+        threading.Event().wait()
+
+
+class Marking(torch.optim.SGD):
+    """A step that leaves a file behind (the child is forked: the file is the only trace)."""
+
+    mark: Path | None = None
+
+    def step(self, closure=None):
+        assert self.mark is not None
+        self.mark.touch()
+        return super().step(closure)
 
 
 class Boom(torch.optim.SGD):
@@ -58,7 +78,7 @@ def make_registry(*optimizers: tuple[str, object]) -> Registry:
 
 def test_tudui_with_builtin_optimizers():
     seen = []
-    rows = run_check(models="tudui", optimizers="[alms]*", budget_s=30, on_row=seen.append)
+    rows = run_check(models="tudui", optimizers="[alms]*", budget_s=BUDGET_S, on_row=seen.append)
     assert seen == rows
     status = {row["optimizer"]: row["status"] for row in rows}
     assert status == {"adadelta": "ok", "adafactor": "ok", "adagrad": "ok", "adam": "ok", "adam-lr3e-4": "ok",
@@ -66,7 +86,7 @@ def test_tudui_with_builtin_optimizers():
                       "sgd": "ok", "sgd-momentum": "ok", "sparseadam": "incompatible"}
     for row in rows:
         assert set(row) == {"model", "optimizer", "status", "reason", "seconds"}
-        assert row["model"] == "tudui" and row["seconds"] < 5
+        assert row["model"] == "tudui" and isinstance(row["seconds"], float) and row["seconds"] >= 0
         assert (row["reason"] is None) == (row["status"] == "ok")
     reasons = {row["optimizer"]: row["reason"] for row in rows}
     assert "only takes 2-D parameters" in reasons["muon"] and "model.0.weight is 4-D" in reasons["muon"]
@@ -83,7 +103,7 @@ def test_every_optimizer_starts_from_the_same_weights():
 
     registry = make_registry(("a-boom", Boom), ("b-sgd", torch.optim.SGD), ("c-boom", Boom))
     registry.models["tiny"] = ModelEntry("tiny", "tests", keep, input_size=(3, 4, 4))
-    rows = run_check(registry=registry)
+    rows = run_check(registry=registry, budget_s=BUDGET_S)
     assert [row["status"] for row in rows] == ["error", "ok", "error"]
     (model, initial), = built  # built once
     # Boom names the weights it was given: both saw the initial ones, sgd's step in between
@@ -94,35 +114,39 @@ def test_every_optimizer_starts_from_the_same_weights():
 
 
 def test_slow_step_times_out_and_is_not_waited_for():
+    # Sleepy's step never ends: that run_check returns at all shows it was not waited for.
     registry = make_registry(("sleepy", Sleepy), ("sgd", torch.optim.SGD))
-    start = time.monotonic()
     rows = run_check(registry=registry, budget_s=1.0)
-    assert time.monotonic() - start < 6
     sgd, sleepy = rows  # in name order
     assert sleepy["status"] == "timeout" and "1 s budget" in sleepy["reason"]
-    assert 1.0 <= sleepy["seconds"] < 2.0
-    assert sgd["status"] == "ok"
+    assert sleepy["seconds"] >= 1.0  # stopped after the budget, not before
+    assert sgd["status"] == "ok" and sgd["reason"] is None
     assert multiprocessing.active_children() == []  # the sleeping child was killed and reaped
 
 
 def test_a_child_that_dies_is_an_error():
-    rows = run_check(registry=make_registry(("vanish", Vanish)))
+    rows = run_check(registry=make_registry(("vanish", Vanish)), budget_s=BUDGET_S)
     assert rows[0]["status"] == "error" and "killed" in rows[0]["reason"]
 
 
 def test_a_model_that_fails_to_build_gives_one_error_per_optimizer():
     registry = make_registry(("sgd", torch.optim.SGD), ("adam", torch.optim.Adam))
     registry.models["tiny"] = ModelEntry("tiny", "tests", broken, input_size=(3, 4, 4))
-    rows = run_check(registry=registry)
+    rows = run_check(registry=registry, budget_s=BUDGET_S)
     assert [(row["optimizer"], row["status"]) for row in rows] == [("adam", "error"), ("sgd", "error")]
     assert all("failed to build" in row["reason"] and "weights file is missing" in row["reason"] for row in rows)
 
 
-def test_a_pair_that_cannot_fit_is_not_run(monkeypatch):
+def test_a_pair_that_cannot_fit_is_not_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(Marking, "mark", tmp_path / "stepped")
+    registry = make_registry(("marking", Marking))
+    assert run_check(registry=registry, budget_s=BUDGET_S)[0]["status"] == "ok"  # it fits: stepped
+    assert Marking.mark.exists()
+    Marking.mark.unlink()
     monkeypatch.setattr(pf, "available_memory", lambda device: 1024)
-    rows = run_check(registry=make_registry(("sleepy", Sleepy)), budget_s=1.0)
+    rows = run_check(registry=registry, budget_s=BUDGET_S)
     assert rows[0]["status"] == "incompatible" and "memory" in rows[0]["reason"]
-    assert rows[0]["seconds"] < 0.5  # refused up front, never stepped
+    assert not Marking.mark.exists()  # refused up front, never stepped
 
 
 def test_children_work_after_multithreaded_use():
@@ -130,7 +154,7 @@ def test_children_work_after_multithreaded_use():
     # notice and give its children one thread rather than deadlock in them.
     threads = torch.get_num_threads()
     torch.ones(1 << 20).add_(1)
-    rows = run_check(registry=make_registry(("sgd", torch.optim.SGD)), budget_s=5.0)
+    rows = run_check(registry=make_registry(("sgd", torch.optim.SGD)), budget_s=BUDGET_S)
     assert rows[0]["status"] == "ok"
     assert torch.get_num_threads() == threads  # the parent's setting is restored
 

@@ -1,4 +1,4 @@
-"""zoo.distributed: ``zoo run --nproc 2`` and ``torchrun -m zoo run``, on the CPU (gloo), for real.
+"""zoo.ddp and zoo.launch: ``zoo run --nproc 2`` and ``torchrun -m zoo run``, on the CPU (gloo), for real.
 
 Every multi-process run goes through the real command line: a launcher process runs torch's
 elastic agent, which starts two ``python -m zoo run`` workers. Each worker imports torch (a few
@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,11 +28,14 @@ import torch
 import yaml
 
 from conftest import ZooCLI
+from handshake import WriteStops
 from zoo import cli
 from zoo.data import TensorImageDataset, iterate_batches
-from zoo.distributed import ENV_TEST_KILL, MARKER, Dist, _root_failure
+from zoo.ddp import MARKER, Dist
 from zoo.errors import UsageError
+from zoo.launch import root_failure
 from zoo.runner import RunConfig, run, validate
+from zoo.testhooks import KILL_WORKER_ENV as ENV_TEST_KILL
 
 DATA = ["--data", "fake", "--limit-train", "96", "--limit-val", "64", "--device", "cpu", "--seed", "0"]
 PER_RANK, EPOCHS = 8, 2
@@ -192,15 +194,22 @@ def test_a_killed_worker_is_restarted_and_the_group_continues_from_the_last_chec
 
 
 def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, tmp_path, fork_server):
+    # Ctrl-C reaches the launcher, whose agent passes it on to the workers. It is sent while rank 0
+    # is held inside its first write of last.pt (the write handshake, tests/handshake.py), so it
+    # arrives at or after the end of epoch 1: the group stops after epoch 1 (the signal came
+    # during its checkpoint) or at a step of a later epoch, and whichever it says, its checkpoint
+    # must be exactly that.
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
-    zoo = ZooCLI(tmp_path)
-    args = ["run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "4", "--nproc", "2", "--out", "stopped"]
-    launcher = fork_server.start(args, cwd=tmp_path, env=zoo.environment(), path=[], stdout=stdout, stderr=stderr)
+    stops = WriteStops(tmp_path / "stop.json")
+    env = ZooCLI(tmp_path).environment(stops.env())
+    args = ["run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "4", "--nproc", "2",
+            "--out", "stopped"]
+    launcher = fork_server.start(args, cwd=tmp_path, env=env, path=[], stdout=stdout, stderr=stderr)
     try:
-        deadline = time.monotonic() + 120
-        while "epoch 1/4" not in stderr.read_text() and launcher.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        launcher.send_signal(signal.SIGINT)  # lands in epoch 2: mid-epoch, or during validation
+        held = stops.until(launcher, lambda stop: stop["name"] == "last.pt" and stop["point"] == "complete")
+        assert held is not None, stderr.read_text()
+        launcher.send_signal(signal.SIGINT)
+        stops.release_all(launcher)
         code = launcher.wait(timeout=120)
     finally:
         if launcher.poll() is None:
@@ -209,12 +218,19 @@ def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, 
     text = stderr.read_text()
     errors = [line for line in text.splitlines() if line.startswith("zoo: error:")]
     # One line for the group: rank 0's own words (where it stopped), read back by the launcher.
-    assert code == 130 and len(errors) == 1 and re.search("stopped by SIGINT (at|after) epoch", errors[0]), text
-    assert "Traceback" not in text
+    assert code == 130 and len(errors) == 1 and "Traceback" not in text, text
+    where = re.search(r"stopped by SIGINT (?:at epoch (\d+), step (\d+)/6|after epoch (\d+))", errors[0])
+    assert where, errors[0]
     out = tmp_path / "stopped"
     assert json.loads((out / "status.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 or ckpt["partial"] is not None  # where rank 0 saved: all ranks stopped there
+    if where[3]:  # after a validated epoch: a whole-epoch checkpoint, no partial one
+        assert (ckpt["epoch"], ckpt["partial"]) == (int(where[3]), None) and ckpt["epoch"] >= 1
+    else:  # mid-epoch: where every rank stopped, with each rank's random state
+        partial = ckpt["partial"]
+        assert (ckpt["epoch"], partial["epoch"], partial["step"]) == (int(where[1]) - 1, int(where[1]), int(where[2]))
+        assert partial["epoch"] >= 2 and len(partial["ranks_rng"]) == 2
+    assert [line["epoch"] for line in metric_lines(out)] == list(range(1, ckpt["epoch"] + 1))
 
     run(single(out, resume=True, epochs=4))  # in one process, 2 x 8 = 16
     reference = tmp_path / "one"
@@ -281,12 +297,12 @@ def test_the_group_reports_its_root_cause_once(tmp_path):
 
     (tmp_path / "last.pt").write_bytes(b"")
     # rank 1 died; rank 0 only saw its collective fail: the death is the news
-    error = _root_failure({0: failure(0, 1, "another worker process failed", cause="peer", exit_code=1),
+    error = root_failure({0: failure(0, 1, "another worker process failed", cause="peer", exit_code=1),
                            1: failure(1, -9)}, tmp_path, max_restarts=1)
     assert error.exit_code == 1 and "worker rank 1 (pid 101) was killed by SIGKILL (after 1 restart)" in str(error)
     assert f"continue with --resume --out {tmp_path}" in str(error)
     # the same bad input on every rank: rank 0's words and exit code, nothing added
-    error = _root_failure({r: failure(r, 2, f"unknown dataset [{r}]", cause="error", exit_code=2) for r in (1, 0)},
+    error = root_failure({r: failure(r, 2, f"unknown dataset [{r}]", cause="error", exit_code=2) for r in (1, 0)},
                           tmp_path, max_restarts=0)
     assert (error.exit_code, str(error)) == (2, "unknown dataset [0]")
 
@@ -317,9 +333,9 @@ def test_launch_errors_are_one_line_before_any_worker_starts(tmp_path, monkeypat
 
 
 def test_more_processes_than_gpus_is_refused(tmp_path, monkeypatch, capsys):
-    import zoo.distributed
+    import zoo.launch
 
-    monkeypatch.setattr(zoo.distributed, "resolve_device", lambda spec: torch.device("cuda", 0))
+    monkeypatch.setattr(zoo.launch, "resolve_device", lambda spec: torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert cli.main(["run", "tudui", "sgd", "--nproc", "2", "--out", str(tmp_path / "r")]) == 2
     assert "--nproc 2 needs 2 GPUs, one per process, but 1 are visible" in capsys.readouterr().err
@@ -384,6 +400,6 @@ def test_a_single_process_dist_changes_nothing():
     one = Dist(torch.device("cpu"))
     model, criterion = torch.nn.Linear(2, 2), torch.nn.CrossEntropyLoss()
     assert one.wrap(model) is model and one.train_criterion(criterion) is criterion
-    assert one.for_evaluation(model, model) is model and one.observers("host") == "host"
+    assert one.for_evaluation(model, model) is model and one.is_main
     assert one.stop_vote(True) and not one.stop_vote(False) and one.agree(True) and not one.agree(False)
     assert one.describe() == "cpu" and one.is_main and not one.distributed

@@ -46,7 +46,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,16 +56,14 @@ import torch
 
 from conftest import assert_user_error
 from forkcli import SERVER_ENV, Forked, ForkServer
+from handshake import WriteStops
 from zoo.errors import RunError
 from zoo.runner import RunConfig, run
-from zoo.testhooks import KILL_WORKER_ENV, SLOW_WRITE_ENV, WRITE_MARKER_ENV
+from zoo.testhooks import KILL_WORKER_ENV
 
 SEED = 20261125
 EPOCHS = 3
 STEPS_PER_EPOCH = 4  # 32 training images in batches of 8
-# How long a paused write waits for the test's "go on" before going on by itself: only a bound
-# on a broken test; every stop is released (or killed) by the test as soon as it sees it.
-STOP_S = 120
 COMMAND = ("run", "tudui", "adam", "--data", "fake", "--limit-train", "32", "--limit-val", "8",
            "--batch-size", "8", "--epochs", str(EPOCHS), "--device", "cpu", "--seed", "0")
 # Where the kills are aimed, in a seeded order:
@@ -142,7 +139,7 @@ class Runs:
 
     def __init__(self, server: ForkServer, env: dict[str, str], logs: Path):
         self.server, self.env, self.logs = server, env, logs
-        self.marker = logs / "stop.json"
+        self.stops = WriteStops(logs / "stop.json")
         self.count = 0
 
     def start(self, out: Path, **env: str) -> tuple[Forked, Path]:
@@ -152,23 +149,8 @@ class Runs:
         return self.server.start(args, cwd=out.parent, env={**self.env, **env}, path=[], stdout=log, stderr=log), log
 
     def start_stopping(self, out: Path, **env: str) -> tuple[Forked, Path]:
-        """A run whose every atomic write stops twice for the test (see :meth:`stops`)."""
-        self.marker.unlink(missing_ok=True)
-        return self.start(out, **{SLOW_WRITE_ENV: str(STOP_S), WRITE_MARKER_ENV: str(self.marker)}, **env)
-
-    def next_stop(self, proc: Forked) -> dict | None:
-        """The stop the process is waiting at (it stays there), or None once it has ended.
-
-        Polls, but nothing races: the marker stays until the test removes it or kills the writer.
-        """
-        while not self.marker.exists():
-            if proc.poll() is not None:
-                return None
-            time.sleep(0.001)
-        return json.loads(self.marker.read_text())
-
-    def go_on(self) -> None:
-        self.marker.unlink()
+        """A run whose every atomic write stops twice for the test (``self.stops``)."""
+        return self.start(out, **self.stops.env(), **env)
 
 
 def aim(trial: Trial, runs: Runs, out: Path) -> tuple[Forked, Path, dict | None]:
@@ -177,43 +159,38 @@ def aim(trial: Trial, runs: Runs, out: Path) -> tuple[Forked, Path, dict | None]
     remaining = EPOCHS - trial.epochs_before
     n = 1 + int(trial.where * remaining)  # every epoch writes last.pt: the n-th write comes
     env: dict[str, str] = {}
+    names: tuple[str, ...] = ()  # the files whose n-th write is aimed at; () for any file
     if trial.moment == "training":
         step = 1 + int(trial.where * remaining * STEPS_PER_EPOCH)
         trial.target = f"after step {step}"
         env[KILL_WORKER_ENV] = f"0:{step}:SIGKILL"
-        aimed = lambda stop, seen: False  # noqa: E731
     elif trial.moment == "start-up":
-        trial.target = f"first write, {trial.point}"
-        aimed = lambda stop, seen: stop["point"] == trial.point  # noqa: E731
+        n, trial.target = 1, f"first write, {trial.point}"
     else:
         names = {"run-dir-write": RUN_FILES, "checkpoint-write": ("last.pt", "best.pt"),
                  "last-write": ("last.pt",)}[trial.moment]
         if trial.moment == "run-dir-write":
             n = 1 + int(trial.where * 2)  # every process writes at least config.yaml and status.json first
         trial.target = f"write {n} of {'/'.join(names)}, {trial.point}"
-        aimed = lambda stop, seen: stop["point"] == trial.point and Path(stop["path"]).name in names \
-            and seen(names) == n  # noqa: E731
+
+    def aimed(stop: dict) -> bool:
+        if trial.moment == "training" or stop["point"] != trial.point or (names and stop["name"] not in names):
+            return False
+        writes = {s["temp"] for s in runs.stops.seen if not names or s["name"] in names}  # one temp file a write
+        return len(writes) == n
+
     proc, log = runs.start_stopping(out, **env)
-    started: set[tuple[str, str]] = set()  # (file, temporary file): one per write that has stopped
-
-    def seen(names: tuple[str, ...]) -> int:
-        return sum(name in names for name, _ in started)
-
     try:
-        while (stop := runs.next_stop(proc)) is not None:
-            name = Path(stop["path"]).name
-            started.add((name, stop["temp"]))
-            trial.stops.append((stop["point"], name))
-            if aimed(stop, seen):
-                proc.kill()
-                proc.wait()
-                return proc, log, stop
-            runs.go_on()
+        stop = runs.stops.until(proc, aimed)
+        if stop is not None:
+            proc.kill()
+        proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc, log, None
+        trial.stops = [(s["point"], s["name"]) for s in runs.stops.seen]
+    return proc, log, stop
 
 
 def check_kill(trial: Trial, proc: Forked, log: Path, stop: dict | None, out: Path, before: dict) -> int:

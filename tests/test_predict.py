@@ -72,7 +72,7 @@ def test_a_dataset_image_saved_as_png_gets_the_models_own_probabilities(tmp_path
     from zoo_datasets.loaders import load_fake
 
     val = load_fake(train=False, root="", download=False)
-    image, label = val.images[3], int(val.labels[3])
+    image = val.images[3]
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "sample.png")
     results, errors = predict(checkpoint, [tmp_path / "sample.png"], device="cpu", top=10)
     ckpt = load_checkpoint(checkpoint)
@@ -82,7 +82,11 @@ def test_a_dataset_image_saved_as_png_gets_the_models_own_probabilities(tmp_path
     got = {t["label"]: t["probability"] for t in results[0]["top"]}
     for i, name in enumerate(ckpt["spec"]["classes"]):
         assert got[name] == pytest.approx(float(expected[i]), abs=1e-5)
-    assert not errors and isinstance(label, int)
+    best = int(expected.argmax())
+    assert (results[0]["index"], results[0]["label"]) == (best, ckpt["spec"]["classes"][best])
+    assert results[0]["probability"] == pytest.approx(float(expected[best]), abs=1e-5)
+    assert [t["probability"] for t in results[0]["top"]] == sorted(got.values(), reverse=True)
+    assert not errors
 
 
 def test_load_image_shapes_and_normalises(tmp_path):

@@ -20,14 +20,13 @@ from zoo.preflight import (
     estimate_memory,
     preflight,
 )
-from zoo.registry import get_registry
 
 LINEAR = 10 * 5 * 4 + 5 * 4  # nn.Linear(10, 5) in float32: weight + bias = 220 bytes
 
 
-@pytest.fixture(scope="module")
-def registry():
-    return get_registry()
+@pytest.fixture
+def registry(builtin_registry):
+    return builtin_registry
 
 
 def estimate(registry, model: nn.Module, name: str, **hparams) -> pf.MemoryEstimate:

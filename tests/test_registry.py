@@ -12,31 +12,46 @@ from zoo.errors import DuplicateNameError, UnknownNameError, UsageError
 from zoo.preflight import check_compatible
 from zoo.registry import get_registry
 
-REGISTRY = get_registry()
-MODELS = [e.name for e in REGISTRY.entries("model")]
-OPTIMIZERS = [e.name for e in REGISTRY.entries("optimizer")]
 TORCH_OPTIMIZERS = sorted(
-    n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+    n for n, c in vars(torch.optim).items()
+    if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
 )
 
 
-def test_registry_holds_the_seed():
-    assert {"tudui", "vgg16", "vgg16-add-linear", "vgg16-classifier-add-linear", "vgg16-replace-classifier"} <= set(MODELS)
-    assert {"cifar10", "digits", "fake", "imagefolder"} <= set(REGISTRY.datasets)
-    assert REGISTRY.optimizer("sgd").defaults == {"lr": 0.01}  # the seed's SGD(lr=0.01)
+@pytest.fixture
+def registry(builtin_registry):
+    return builtin_registry
 
 
-def test_every_torch_optimizer_is_discovered():
+def each(names: list[str], check) -> None:
+    """``check(name)`` for every name; fails once, naming every name that failed and why."""
+    failed = {}
+    for name in names:
+        try:
+            check(name)
+        except Exception as exc:  # collected, and reported below
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    assert not failed, failed
+
+
+def test_registry_holds_the_seed(registry):
+    models = {e.name for e in registry.entries("model")}
+    assert {"tudui", "vgg16", "vgg16-add-linear", "vgg16-classifier-add-linear", "vgg16-replace-classifier"} <= models
+    assert {"cifar10", "digits", "fake", "imagefolder"} <= set(registry.datasets)
+    assert registry.optimizer("sgd").defaults == {"lr": 0.01}  # the seed's SGD(lr=0.01)
+
+
+def test_every_torch_optimizer_is_discovered(registry):
     # discovered from torch's source, so it follows the installed torch, not a hand-written list
-    plugin_optimizers = sorted(e.summary.removeprefix("torch.optim.") for e in REGISTRY.entries("optimizer") if e.plugin == "torch-optim")
+    plugin_optimizers = sorted(e.summary.removeprefix("torch.optim.") for e in registry.entries("optimizer")
+                               if e.plugin == "torch-optim")
     assert plugin_optimizers == TORCH_OPTIMIZERS
     assert len(TORCH_OPTIMIZERS) >= 15
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_model_builds_with_batch_by_classes_output(name):
-    entry = REGISTRY.model(name)
-    model = REGISTRY.build_model(name, 7)
+def builds_with_batch_by_classes_output(registry, name: str) -> None:
+    entry = registry.model(name)
+    model = registry.build_model(name, 7)
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(3, *entry.input_size))
@@ -44,30 +59,42 @@ def test_every_model_builds_with_batch_by_classes_output(name):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_every_optimizer_constructs_or_says_why_not(name):
-    model = REGISTRY.build_model("tudui", 10)
-    factory = REGISTRY.optimizer_factory(name)
-    defaults = REGISTRY.optimizer(name).defaults
-    reason = check_compatible(model, name, factory, defaults)
-    if reason is None:
-        optimizer = REGISTRY.make_optimizer(name, model.parameters())
-        assert isinstance(optimizer, torch.optim.Optimizer)
-        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
-    else:
-        assert name in ("sparseadam", "muon"), reason
-        assert len(reason) > 20
+def test_tudui_builds_with_batch_by_classes_output(registry):
+    builds_with_batch_by_classes_output(registry, "tudui")
 
 
-def test_unknown_names_suggest_the_closest():
+@pytest.mark.slow  # four VGG16s
+def test_every_model_builds_with_batch_by_classes_output(registry):
+    each([e.name for e in registry.entries("model")], lambda name: builds_with_batch_by_classes_output(registry, name))
+
+
+def test_every_optimizer_constructs_or_says_why_not(registry):
+    model = registry.build_model("tudui", 10)
+
+    def constructs(name: str) -> None:
+        factory = registry.optimizer_factory(name)
+        defaults = registry.optimizer(name).defaults
+        reason = check_compatible(model, name, factory, defaults)
+        if reason is None:
+            optimizer = registry.make_optimizer(name, model.parameters())
+            assert isinstance(optimizer, torch.optim.Optimizer)
+            assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+        else:
+            assert name in ("sparseadam", "muon"), reason
+            assert len(reason) > 20
+
+    each([e.name for e in registry.entries("optimizer")], constructs)
+
+
+def test_unknown_names_suggest_the_closest(registry):
     with pytest.raises(UnknownNameError, match=r"unknown model 'vgg61'; did you mean 'vgg16'\? \(zoo list models\)"):
-        REGISTRY.model("vgg61")
+        registry.model("vgg61")
     with pytest.raises(UnknownNameError, match="did you mean 'adam'"):
-        REGISTRY.optimizer("adamm")
+        registry.optimizer("adamm")
 
 
-def test_list_filters_by_kind_and_glob_in_natural_order():
-    names = [e.name for e in REGISTRY.entries("model", "vgg*")]
+def test_list_filters_by_kind_and_glob_in_natural_order(registry):
+    names = [e.name for e in registry.entries("model", "vgg*")]
     assert names[0] == "vgg16" and all(n.startswith("vgg") for n in names) and "tudui" not in names
 
 
@@ -101,24 +128,27 @@ def test_naive_top_level_add_module_is_refused_with_the_fix(tmp_path):
     assert "never called" in message and "output stays (2, 1000)" in message and "append: add_linear" in message
 
 
-def test_append_keeps_the_seed_state_dict_keys_and_runs_the_module():
-    model = REGISTRY.build_model("vgg16-add-linear", 10)
+@pytest.mark.slow
+def test_append_keeps_the_seed_state_dict_keys_and_runs_the_module(registry):
+    model = registry.build_model("vgg16-add-linear", 10)
     keys = list(model.state_dict())
     assert keys[-2:] == ["add_linear.weight", "add_linear.bias"]  # as vgg16.add_module('add_linear', ...)
     assert model.classifier[6].out_features == 1000
 
 
-def test_replace_matches_the_seed_classifier_6_edit():
+@pytest.mark.slow
+def test_replace_matches_the_seed_classifier_6_edit(registry):
     import torchvision
 
-    model = REGISTRY.build_model("vgg16-replace-classifier", 10)
+    model = registry.build_model("vgg16-replace-classifier", 10)
     seed = torchvision.models.vgg16()
     seed.classifier[6] = torch.nn.Linear(4096, 10)
     seed.load_state_dict(model.state_dict(), strict=True)
 
 
-def test_classifier_add_module_appends_inside_the_sequential():
-    model = REGISTRY.build_model("vgg16-classifier-add-linear", 10)
+@pytest.mark.slow
+def test_classifier_add_module_appends_inside_the_sequential(registry):
+    model = registry.build_model("vgg16-classifier-add-linear", 10)
     assert list(model.classifier._modules)[-1] == "add_linear"
 
 

@@ -25,10 +25,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from zoo.entries import ModelEntry, OptimizerEntry
 from zoo.errors import RunError, UsageError, ZooError, one_line
 from zoo.preflight import IncompatibleError, WontFitError, preflight
-from zoo.entries import ModelEntry, OptimizerEntry
 from zoo.registry import Registry, get_registry
+from zoo.steps import train_step
 
 __all__ = ["run_check", "BATCH_SIZE", "NUM_CLASSES"]
 
@@ -158,8 +159,6 @@ def run_check(
     within ``budget_s``; the step is killed, not waited for) or ``error`` (the exception).
     ``on_row`` is called with each row as soon as its pair finishes.
     """
-    from zoo.runner import train_step
-
     registry = registry or get_registry()
     model_entries = list(registry.entries("model", models))
     optimizer_entries = list(registry.entries("optimizer", optimizers))

@@ -408,6 +408,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # -- the parser ----------------------------------------------------------------------------------
 
+Commands = Any  # what add_subparsers returns (argparse._SubParsersAction: a private class)
+_TRUST_HELP = "allow loading a pickled checkpoint (can run code)"
+
 
 def build_parser() -> ArgumentParser:
     """The ``zoo`` parser: one sub-command per ``cmd_*`` function (``args.func``)."""
@@ -431,9 +434,6 @@ def build_parser() -> ArgumentParser:
     _add_plot_command(commands)
     _add_runs_command(commands)
     return parser
-
-
-Commands = Any  # argparse's sub-parsers action (a private class: argparse._SubParsersAction)
 
 
 def _common_options() -> ArgumentParser:
@@ -533,9 +533,6 @@ def _add_distributed_options(p: ArgumentParser) -> None:
     p.add_argument("--max-restarts", type=non_negative_int, default=0, metavar="K",
                    help="with --nproc: restart the worker group up to K times after a failure, "
                         "continuing from the last checkpoint (default 0)")
-
-
-_TRUST_HELP = "allow loading a pickled checkpoint (can run code)"
 
 
 def _add_validate_command(commands: Commands, common: ArgumentParser) -> None:

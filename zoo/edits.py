@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, one_line
 
 __all__ = [
     "LayerSpec",
@@ -235,7 +235,7 @@ def build_layer(spec: LayerSpec, num_classes: int, where: str = "") -> Any:
     try:
         return cls(*args, **kwargs)
     except Exception as exc:
-        raise UsageError(f"{where}: cannot build {spec}: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        raise UsageError(f"{where}: cannot build {spec}: {one_line(exc)}") from exc
 
 
 _SIMPLE_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false"}
@@ -346,7 +346,7 @@ def check_model(model: Any, entry: Any, num_classes: int, touched: list[str]) ->
     except Exception as exc:
         raise UsageError(
             f"{where}: model '{entry.name}' fails a dry forward pass on input (2, {', '.join(map(str, entry.input_size))}): "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            f"{one_line(exc)}"
         ) from exc
     finally:
         for handle in handles:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, one_line
 
 __all__ = [
     "NAME_RE",
@@ -111,5 +111,5 @@ def resolve(target: Any, what: str) -> Any:
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise UsageError(f"{what}: cannot import '{target}': {type(exc).__name__}: {exc}") from exc
+        raise UsageError(f"{what}: cannot import '{target}': {one_line(exc)}") from exc
     return obj

@@ -9,7 +9,6 @@ forever for the ones that did not) and the test hook that sends a signal after a
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -102,7 +101,8 @@ class StopControl:
         """Called after every training step: whether every process agrees to stop now."""
         self._steps += 1
         if self._kill is not None and self._steps == self._kill[0]:
-            os.kill(os.getpid(), self._kill[1])
+            # raise_signal runs the Python handler before it returns, so the signal counts for this step.
+            signal.raise_signal(self._kill[1])
         return self.voter.stop_vote(self.signum is not None)
 
     def after_epoch(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, one_line
 from zoo.hparams import REQUIRED, optimizer_params
 
 __all__ = [
@@ -336,10 +336,11 @@ def check_compatible(model: nn.Module, optimizer_name: str, factory: Any, hparam
                 f"and adamw the rest"
             )
     if isinstance(built, Exception):  # a hyper-parameter's value (torch checks them) or the parameters
-        text = " ".join(str(built).split())
         given = ", ".join(f"{k}={v!r}" for k, v in hparams.items()) or "its defaults"
-        return (f"'{optimizer_name}' cannot be built with {given} for this model: {type(built).__name__}: {text} "
-                f"(zoo show {optimizer_name})")
+        return (
+            f"'{optimizer_name}' cannot be built with {given} for this model: {one_line(built)} "
+            f"(zoo show {optimizer_name})"
+        )
     return None
 
 

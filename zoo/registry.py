@@ -163,8 +163,7 @@ class Registry:
             raise UsageError(f"dataset '{name}': {exc}") from exc
         except Exception as exc:
             raise UsageError(
-                f"dataset '{name}' (plugin '{entry.plugin}') failed to load from {root}: "
-                f"{type(exc).__name__}: {exc}"
+                f"dataset '{name}' (plugin '{entry.plugin}') failed to load from {root}: {one_line(exc)}"
             ) from exc
 
 

@@ -15,7 +15,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -107,10 +108,6 @@ class Job:
     def progress(self) -> Progress:
         return self.run.progress
 
-    def note(self, text: str) -> None:
-        if self.console is not None:
-            self.console.note(text)
-
     def save(self, path: Path, partial: dict[str, Any] | None = None) -> None:
         """Checkpoint the run as it is now (mid-epoch, with ``partial``) to ``path``."""
         run = self.run
@@ -145,40 +142,28 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     """
     check_config(config)
     job = prepare(config, progress_stream)  # refuses what it can before writing anything
-    config, stop = job.config, StopControl(job.dist)
-    with job.events.plugin(job.console, "console"):
-        job.run_dir.write_status("running", epochs_done=job.run.epoch)
+    stop = StopControl(job.dist)
+    with job.events.plugin(job.console, "console"), outcome(job, stop), stop:
         job.events.emit("on_run_start", run=job.run)
-        status, error = "failed", None
-        try:
-            with stop:
-                for epoch in range(job.run.start_epoch + 1, config.epochs + 1):
-                    started = time.perf_counter() - (job.partial["seconds"] if _resumes(job, epoch) else 0.0)
-                    train_loss = train_epoch(job, epoch, stop, since=started)
-                    result = evaluate(job.dist.for_evaluation(job.forward, job.run.model), job.val_batches,
-                                      job.criterion, amp_dtype=job.amp_dtype, channels_last=job.channels_last,
-                                      reduce=job.dist.sum_metrics if job.dist.distributed else None)
-                    record_epoch(job, {"epoch": epoch, "train_loss": train_loss, "val_loss": result["val_loss"],
-                                       "val_accuracy": result["val_accuracy"],
-                                       "seconds": round(time.perf_counter() - started, 3), "lr": _lr(job)})
-                    if stop.after_epoch() and epoch < config.epochs:  # a signal during validation
-                        raise Interrupted(f"stopped by {stop.name} after epoch {epoch}; "
-                                          f"continue with --resume --out {job.run_dir.path}", stop.signum or 2)
-            status = "finished"
-        except KeyboardInterrupt:  # a second signal: out at once, the previous checkpoint intact
-            status = "interrupted"
-            kept = (f"{job.run_dir.last} holds the last checkpoint" if job.run_dir.last.exists()
-                    else "no checkpoint was written yet")
-            raise Interrupted(f"stopped at once by a second {stop.name}; {kept}", stop.signum or 2) from None
-        except Interrupted:
-            status = "interrupted"
-            raise
-        except Exception as exc:
-            error = str(exc) if isinstance(exc, ZooError) else one_line(exc)
-            raise
-        finally:
-            finish(job, status, error)
+        for epoch in range(job.run.start_epoch + 1, job.config.epochs + 1):
+            started = time.perf_counter() - (job.partial["seconds"] if _resumes(job, epoch) else 0.0)
+            train_loss = train_epoch(job, epoch, stop, since=started)
+            result = validate_epoch(job)
+            record_epoch(job, {"epoch": epoch, "train_loss": train_loss, "val_loss": result["val_loss"],
+                               "val_accuracy": result["val_accuracy"],
+                               "seconds": round(time.perf_counter() - started, 3), "lr": _lr(job)})
+            if stop.after_epoch() and epoch < job.config.epochs:  # the signal came during validation
+                raise Interrupted(f"stopped by {stop.name} after epoch {epoch}; "
+                                  f"continue with --resume --out {job.run_dir.path}", stop.signum or signal.SIGINT)
     return job.summary()
+
+
+def validate_epoch(job: Job) -> dict[str, Any]:
+    """The seed's validation pass. Distributed: each rank validates its shard with rank 0's
+    weights and buffers, and the sums are added up."""
+    return evaluate(job.dist.for_evaluation(job.forward, job.run.model), job.val_batches, job.criterion,
+                    amp_dtype=job.amp_dtype, channels_last=job.channels_last,
+                    reduce=job.dist.sum_metrics if job.dist.distributed else None)
 
 
 def record_epoch(job: Job, line: dict[str, Any]) -> None:
@@ -190,6 +175,32 @@ def record_epoch(job: Job, line: dict[str, Any]) -> None:
     job.save(job.run_dir.last)
     job.run_dir.write_metrics(job.progress.history)
     job.events.emit("on_epoch_end", run=job.run, epoch=line["epoch"], metrics=line)
+
+
+@contextmanager
+def outcome(job: Job, stop: StopControl) -> Iterator[None]:
+    """Record how the run ends in ``status.json`` and tell the plugins (``on_run_end``).
+
+    A second signal (``KeyboardInterrupt``) leaves at once, with the previous checkpoint intact.
+    """
+    job.run_dir.write_status("running", epochs_done=job.run.epoch)
+    status, error = "failed", None
+    try:
+        yield
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        kept = (f"{job.run_dir.last} holds the last checkpoint" if job.run_dir.last.exists()
+                else "no checkpoint was written yet")
+        raise Interrupted(f"stopped at once by a second {stop.name}; {kept}", stop.signum or signal.SIGINT) from None
+    except Interrupted:
+        status = "interrupted"
+        raise
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, ZooError) else one_line(exc)
+        raise
+    finally:
+        finish(job, status, error)
 
 
 def finish(job: Job, status: str, error: str | None) -> None:
@@ -365,19 +376,22 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
               len(data.train), len(data.val), dist.describe())
     if checkpoint is not None:
         _restore(run, checkpoint, generator, console)
-    elif config.resume:
-        console and console.note(f"{run_dir.path} has no checkpoint yet (stopped before its first): "
-                                 "starting from the beginning")
+    elif config.resume and console is not None:
+        console.note(f"{run_dir.path} has no checkpoint yet (stopped before its first): starting from the beginning")
     criterion = nn.CrossEntropyLoss().to(dist.device)
     batches = dict(device=dist.device, input_size=model_entry.input_size, workers=config.workers,
                    rank=dist.rank, world=dist.world)
     # Distributed: each rank iterates its own shard of every (global) batch and of the validation set.
     train_batches = iterate_batches(data.train, config.batch_size, shuffle=True, generator=generator, **batches)
     val_batches = iterate_batches(data.val, max(config.batch_size, VAL_BATCH_SIZE), shuffle=False, **batches)
-    job = Job(config, dist, run_dir, run, forward, criterion, dist.train_criterion(criterion), generator,
-              train_batches, val_batches, train_batches.step_sizes(), RunEvents(get_plugin_host(), active=dist.is_main),
-              console, provenance(zoo_version=__version__, plugins=get_plugin_host().plugin_records()),
-              amp_dtype, channels_last, (checkpoint or {}).get("partial"), (checkpoint or {}).get("rng"))
+    host = get_plugin_host()
+    job = Job(config=config, dist=dist, run_dir=run_dir, run=run, forward=forward, criterion=criterion,
+              train_criterion=dist.train_criterion(criterion), generator=generator, train_batches=train_batches,
+              val_batches=val_batches, step_sizes=train_batches.step_sizes(),
+              events=RunEvents(host, active=dist.is_main), console=console,
+              provenance=provenance(zoo_version=__version__, plugins=host.plugin_records()),
+              amp_dtype=amp_dtype, channels_last=channels_last, partial=(checkpoint or {}).get("partial"),
+              resumed_rng=(checkpoint or {}).get("rng"))
     _write_run_files(job, data.data_dir, state_bytes, resumed=checkpoint is not None)
     return job
 
