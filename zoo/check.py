@@ -20,7 +20,8 @@ import math
 import multiprocessing
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,8 +89,16 @@ def _warm_up(train_step: Callable[..., torch.Tensor]) -> None:
     train_step(tiny, optimizer, nn.CrossEntropyLoss(), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
 
 
-def _step(conn: Any, threads: int, train_step: Callable[..., torch.Tensor], model: nn.Module, factory: Any,
-          hparams: dict[str, Any], inputs: torch.Tensor, targets: torch.Tensor) -> None:
+def _step(
+    conn: Any,
+    threads: int,
+    train_step: Callable[..., torch.Tensor],
+    model: nn.Module,
+    factory: Any,
+    hparams: dict[str, Any],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> None:
     """The child's work: build the optimizer, take one step, send ``(status, reason)``."""
     try:
         torch.set_num_threads(threads)
@@ -109,9 +118,16 @@ def _died(exitcode: int | None) -> str:
     return f"the step's process exited with code {exitcode} without a result"
 
 
-def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, inputs: torch.Tensor,
-              targets: torch.Tensor, budget_s: float, threads: int,
-              train_step: Callable[..., torch.Tensor]) -> tuple[str, str | None]:
+def _run_pair(
+    model: nn.Module,
+    entry: OptimizerEntry,
+    registry: Registry,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    budget_s: float,
+    threads: int,
+    train_step: Callable[..., torch.Tensor],
+) -> tuple[str, str | None]:
     try:
         factory = registry.optimizer_factory(entry.name)
         hparams = dict(entry.defaults)
@@ -123,8 +139,9 @@ def _run_pair(model: nn.Module, entry: OptimizerEntry, registry: Registry, input
 
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_step, args=(send, threads, train_step, model, factory, hparams, inputs, targets),
-                            daemon=True)
+    child = context.Process(
+        target=_step, args=(send, threads, train_step, model, factory, hparams, inputs, targets), daemon=True
+    )
     deadline = time.monotonic() + budget_s
     child.start()
     send.close()  # keep only the child's end open, so its death reads as EOF
@@ -181,9 +198,15 @@ def run_check(
         torch.set_num_threads(threads)
 
 
-def _check_all(registry: Registry, model_entries: list[ModelEntry], optimizer_entries: list[OptimizerEntry],
-               budget_s: float, threads: int, train_step: Callable[..., torch.Tensor],
-               on_row: Callable[[Row], None] | None) -> list[Row]:
+def _check_all(
+    registry: Registry,
+    model_entries: list[ModelEntry],
+    optimizer_entries: list[OptimizerEntry],
+    budget_s: float,
+    threads: int,
+    train_step: Callable[..., torch.Tensor],
+    on_row: Callable[[Row], None] | None,
+) -> list[Row]:
     rows: list[Row] = []
 
     def emit(row: Row) -> None:
@@ -208,7 +231,8 @@ def _check_all(registry: Registry, model_entries: list[ModelEntry], optimizer_en
         targets = torch.randint(0, NUM_CLASSES, (BATCH_SIZE,), generator=generator)
         for optimizer_entry in optimizer_entries:
             start = time.perf_counter()
-            status, reason = _run_pair(model, optimizer_entry, registry, inputs, targets, budget_s, model_threads,
-                                       train_step)
+            status, reason = _run_pair(
+                model, optimizer_entry, registry, inputs, targets, budget_s, model_threads, train_step
+            )
             emit(_row(model_entry.name, optimizer_entry.name, status, reason, time.perf_counter() - start))
     return rows

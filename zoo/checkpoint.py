@@ -32,8 +32,9 @@ import random
 import re
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -341,21 +342,24 @@ def _is_safetensors(path: str | os.PathLike[str]) -> bool:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], *, map_location: Any = "cpu", trust: bool = False
-) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu", trust: bool = False) -> dict[str, Any]:
     """A zoo checkpoint, checked: its format, version and keys. Anything else (a state_dict, a
     pickled model, a safetensors file) is a :class:`UsageError` that says what it is instead."""
     obj = safe_load(path, map_location=map_location, trust=trust)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         version = obj.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise UsageError(f"checkpoint {path} has no valid format version ({version!r}): it was not written by the zoo, or is damaged")
+            raise UsageError(
+                f"checkpoint {path} has no valid format version ({version!r}): "
+                f"it was not written by the zoo, or is damaged"
+            )
         if version > VERSION:
             raise UsageError(
                 f"checkpoint {path} has format version {version}; this zoo reads version {VERSION}: upgrade the zoo"
@@ -377,7 +381,9 @@ def load_checkpoint(
         what = f"{kind} ({len(obj)} tensors, e.g. '{next(iter(obj))}')"
         use = f"use it as base weights with zoo run MODEL OPTIMIZER --weights {path}"
     else:
-        what = f"a {type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping) else "")
+        what = f"a {type(obj).__name__}" + (
+            f" with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, Mapping) else ""
+        )
         use = "expected the last.pt or best.pt of a zoo run directory"
     raise UsageError(f"{path} is not a zoo checkpoint: it is {what}, with no spec to rebuild the model; {use}")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from zoo import __version__
 from zoo.errors import UsageError, ZooError, debug_enabled, error_report
@@ -91,7 +92,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     elif rows:
-        print(_table([[r["kind"], r["name"], r["plugin"], r["summary"]] for r in rows], ["kind", "name", "plugin", "summary"]))
+        print(
+            _table(
+                [[r["kind"], r["name"], r["plugin"], r["summary"]] for r in rows], ["kind", "name", "plugin", "summary"]
+            )
+        )
     else:
         print(f"nothing matches {pattern!r}" if pattern else "nothing registered", file=sys.stderr)
     return 0
@@ -130,7 +135,12 @@ def _show_optimizer(registry: Any, entry: Any) -> dict[str, Any]:
     params, var_kw = optimizer_params(factory)
     rows = []
     for p in params:
-        row: dict[str, Any] = {"name": p.name, "type": p.kind, "default": None if p.required else p.default, "required": p.required}
+        row: dict[str, Any] = {
+            "name": p.name,
+            "type": p.kind,
+            "default": None if p.required else p.default,
+            "required": p.required,
+        }
         if p.name in entry.defaults:
             row["zoo_default"] = entry.defaults[p.name]
         rows.append(row)
@@ -243,7 +253,9 @@ def _pip(action: list[str], packages: Sequence[str]) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    return _pip(["install", *(["--upgrade"] if args.upgrade else []), *(["-e"] if args.editable else [])], args.packages)
+    return _pip(
+        ["install", *(["--upgrade"] if args.upgrade else []), *(["-e"] if args.editable else [])], args.packages
+    )
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -254,8 +266,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from zoo.hparams import parse_opt_pairs
     from zoo.config import RunConfig
+    from zoo.hparams import parse_opt_pairs
     from zoo.runner import run
 
     config = RunConfig(
@@ -314,7 +326,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"val_loss {result['val_loss']:.4f}  val_accuracy {result['val_accuracy']:.4f}  samples {result['samples']}")
+        print(
+            f"val_loss {result['val_loss']:.4f}  val_accuracy {result['val_accuracy']:.4f}  samples {result['samples']}"
+        )
     return 0
 
 
@@ -346,7 +360,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     def show(row: dict[str, Any]) -> None:
         if not args.json:
             reason = f"  {row['reason']}" if row.get("reason") else ""
-            print(f"{row['model']:<30} {row['optimizer']:<14} {row['status']:<12} {row['seconds']:6.2f}s{reason}", flush=True)
+            print(
+                f"{row['model']:<30} {row['optimizer']:<14} {row['status']:<12} {row['seconds']:6.2f}s{reason}",
+                flush=True,
+            )
 
     rows = run_check(
         models=args.models,
@@ -376,7 +393,11 @@ def _when(started: str | None) -> str:
     import datetime
 
     try:
-        return datetime.datetime.fromisoformat((started or "").replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+        return (
+            datetime.datetime.fromisoformat((started or "").replace("Z", "+00:00"))
+            .astimezone()
+            .strftime("%Y-%m-%d %H:%M")
+        )
     except ValueError:
         return started or "-"
 
@@ -396,8 +417,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         best = "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.1%}"
         epochs = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
-        table.append([r["run_dir"], r["model"] or "-", r["optimizer"] or "-", r["dataset"] or "-", epochs,
-                      best, r["status"], _when(r["started"])])
+        table.append(
+            [
+                r["run_dir"],
+                r["model"] or "-",
+                r["optimizer"] or "-",
+                r["dataset"] or "-",
+                epochs,
+                best,
+                r["status"],
+                _when(r["started"]),
+            ]
+        )
     if any(r["error"] for r in rows):
         headers.append("error")
         for cells, r in zip(table, rows):
@@ -439,14 +470,22 @@ def build_parser() -> ArgumentParser:
 def _common_options() -> ArgumentParser:
     """Options every registry-reading command takes (``parents=[common]``)."""
     common = ArgumentParser(add_help=False)
-    common.add_argument("--registry", action="append", metavar="PATH",
-                        help="an extra registry.yaml layered over the built-in one (repeatable; also ZOO_REGISTRY)")
+    common.add_argument(
+        "--registry",
+        action="append",
+        metavar="PATH",
+        help="an extra registry.yaml layered over the built-in one (repeatable; also ZOO_REGISTRY)",
+    )
     return common
 
 
 def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("list", parents=[common], help="list registered models, optimizers and datasets",
-                            description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').")
+    p = commands.add_parser(
+        "list",
+        parents=[common],
+        help="list registered models, optimizers and datasets",
+        description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').",
+    )
     p.add_argument("kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind")
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
     p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
@@ -454,19 +493,28 @@ def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
 
 
 def _add_show_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("show", parents=[common], help="show a model's architecture or an optimizer's parameters",
-                            description="A model: architecture, parameter count, output shape, edits. "
-                                        "An optimizer: its parameters and defaults.")
+    p = commands.add_parser(
+        "show",
+        parents=[common],
+        help="show a model's architecture or an optimizer's parameters",
+        description="A model: architecture, parameter count, output shape, edits. "
+        "An optimizer: its parameters and defaults.",
+    )
     p.add_argument("name")
-    p.add_argument("--num-classes", type=positive_int,
-                   help="build the model for this many classes (default: its dataset's)")
+    p.add_argument(
+        "--num-classes", type=positive_int, help="build the model for this many classes (default: its dataset's)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
 
 def _add_plugins_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("plugins", parents=[common], help="list installed plugins",
-                            description="Installed plugins, their hooks and status. Built-ins only with --all.")
+    p = commands.add_parser(
+        "plugins",
+        parents=[common],
+        help="list installed plugins",
+        description="Installed plugins, their hooks and status. Built-ins only with --all.",
+    )
     p.add_argument("--all", action="store_true", help="include the built-in plugins")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
@@ -474,70 +522,96 @@ def _add_plugins_command(commands: Commands, common: ArgumentParser) -> None:
 
 def _add_pip_commands(commands: Commands) -> None:
     """``zoo install`` and ``zoo uninstall``."""
-    p = commands.add_parser("install", help="pip install plugin packages into this zoo's Python",
-                            description="Run pip install in the interpreter that runs zoo.")
+    p = commands.add_parser(
+        "install",
+        help="pip install plugin packages into this zoo's Python",
+        description="Run pip install in the interpreter that runs zoo.",
+    )
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.add_argument("-U", "--upgrade", action="store_true")
     p.add_argument("-e", "--editable", action="store_true", help="install a local project in editable mode")
     p.set_defaults(func=cmd_install)
 
-    p = commands.add_parser("uninstall", help="pip uninstall plugin packages",
-                            description="Run pip uninstall -y in the interpreter that runs zoo.")
+    p = commands.add_parser(
+        "uninstall",
+        help="pip uninstall plugin packages",
+        description="Run pip uninstall -y in the interpreter that runs zoo.",
+    )
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.set_defaults(func=cmd_uninstall)
 
 
 def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("run", parents=[common],
-                            help="train MODEL with OPTIMIZER, validating and checkpointing each epoch",
-                            description="Train, validate each epoch, checkpoint to the run directory.", epilog=EPILOG)
+    p = commands.add_parser(
+        "run",
+        parents=[common],
+        help="train MODEL with OPTIMIZER, validating and checkpointing each epoch",
+        description="Train, validate each epoch, checkpoint to the run directory.",
+        epilog=EPILOG,
+    )
     p.add_argument("model")
     p.add_argument("optimizer")
     p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and vgg16)")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
+    p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
-    p.add_argument("--epochs", type=positive_int, default=10,
-                   help="epochs in all, counting resumed ones (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs in all, counting resumed ones (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="an optimizer hyper-parameter, checked against its signature (repeatable)")
+    p.add_argument(
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an optimizer hyper-parameter, checked against its signature (repeatable)",
+    )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (auto: CUDA when available)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="default 0: the same command gives the same weights on CPU")
-    p.add_argument("--out", metavar="DIR",
-                   help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--seed", type=int, default=0, help="default 0: the same command gives the same weights on CPU")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
     p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
     _add_distributed_options(p)
-    p.add_argument("--workers", type=non_negative_int, default=0,
-                   help="DataLoader workers for datasets not held in memory")
+    p.add_argument(
+        "--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory"
+    )
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under the run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("--trust", action="store_true",
-                   help="allow loading pickled (method-1) files: this can run arbitrary code")
+    p.add_argument(
+        "--trust", action="store_true", help="allow loading pickled (method-1) files: this can run arbitrary code"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
     p.set_defaults(func=cmd_run)
 
 
 def _add_distributed_options(p: ArgumentParser) -> None:
     """``zoo run --nproc N --max-restarts K``."""
-    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
-                   help="train with N processes (DistributedDataParallel, one GPU each on CUDA, gloo on the CPU); "
-                        "the global batch is N x --batch-size")
-    p.add_argument("--max-restarts", type=non_negative_int, default=0, metavar="K",
-                   help="with --nproc: restart the worker group up to K times after a failure, "
-                        "continuing from the last checkpoint (default 0)")
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train with N processes (DistributedDataParallel, one GPU each on CUDA, gloo on the CPU); "
+        "the global batch is N x --batch-size",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="with --nproc: restart the worker group up to K times after a failure, "
+        "continuing from the last checkpoint (default 0)",
+    )
 
 
 def _add_validate_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("validate", parents=[common], help="loss and accuracy of a checkpoint",
-                            description="Validate a checkpoint on its dataset (or --data).")
+    p = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="loss and accuracy of a checkpoint",
+        description="Validate a checkpoint on its dataset (or --data).",
+    )
     p.add_argument("checkpoint")
     p.add_argument("--data", metavar="NAME")
     p.add_argument("--data-dir", metavar="DIR")
@@ -549,9 +623,12 @@ def _add_validate_command(commands: Commands, common: ArgumentParser) -> None:
 
 
 def _add_predict_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("predict", parents=[common], help="classify image files with a checkpoint",
-                            description="Classify images (any PIL format: RGBA, grayscale, palette, JPEG) "
-                                        "with a checkpoint.")
+    p = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="classify image files with a checkpoint",
+        description="Classify images (any PIL format: RGBA, grayscale, palette, JPEG) with a checkpoint.",
+    )
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--device", default="auto")
@@ -562,9 +639,13 @@ def _add_predict_command(commands: Commands, common: ArgumentParser) -> None:
 
 
 def _add_export_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("export", parents=[common], help="export a checkpoint's model",
-                            description="state-dict: torch.save(model.state_dict()) (method 2); full: torch.save(model) "
-                                        "(method 1: loading it runs pickled code, trusted use only); safetensors.")
+    p = commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a checkpoint's model",
+        description="state-dict: torch.save(model.state_dict()) (method 2); full: torch.save(model) "
+        "(method 1: loading it runs pickled code, trusted use only); safetensors.",
+    )
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=["state-dict", "full", "safetensors"])
     p.add_argument("-o", "--output", required=True, metavar="PATH")
@@ -573,35 +654,58 @@ def _add_export_command(commands: Commands, common: ArgumentParser) -> None:
 
 
 def _add_check_command(commands: Commands, common: ArgumentParser) -> None:
-    p = commands.add_parser("check", parents=[common], help="one training step per model x optimizer pair",
-                            description="One training step (batch 2, synthetic data) per model x optimizer pair, "
-                                        "each within a time budget.")
+    p = commands.add_parser(
+        "check",
+        parents=[common],
+        help="one training step per model x optimizer pair",
+        description="One training step (batch 2, synthetic data) per model x optimizer pair, "
+        "each within a time budget.",
+    )
     p.add_argument("--models", default="*", metavar="GLOB")
     p.add_argument("--optimizers", default="*", metavar="GLOB")
-    p.add_argument("--budget-s", type=positive_float, default=10.0, metavar="S",
-                   help="seconds per pair before it is a timeout (default 10)")
+    p.add_argument(
+        "--budget-s",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds per pair before it is a timeout (default 10)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
 
 def _add_plot_command(commands: Commands) -> None:
-    p = commands.add_parser("plot", help="loss and accuracy curves of runs, as a PNG",
-                            description="Draw train/validation loss and validation accuracy per epoch of one or more "
-                                        "runs (from metrics.jsonl), overlaid, as a PNG. Needs matplotlib: "
-                                        "pip install 'tudui-zoo[plot]'.")
+    p = commands.add_parser(
+        "plot",
+        help="loss and accuracy curves of runs, as a PNG",
+        description="Draw train/validation loss and validation accuracy per epoch of one or more "
+        "runs (from metrics.jsonl), overlaid, as a PNG. Needs matplotlib: "
+        "pip install 'tudui-zoo[plot]'.",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("-o", "--output", metavar="FILE.png",
-                   help="where to write (default: RUN_DIR/curves.png for one run, ./runs-curves.png for several)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.png",
+        help="where to write (default: RUN_DIR/curves.png for one run, ./runs-curves.png for several)",
+    )
     p.set_defaults(func=cmd_plot)
 
 
 def _add_runs_command(commands: Commands) -> None:
-    p = commands.add_parser("runs", help="list runs: model, optimizer, dataset, epochs, best accuracy, status",
-                            description="The run directories under DIR, oldest first, with their status "
-                                        "(running, finished, interrupted, failed) and best validation accuracy.")
+    p = commands.add_parser(
+        "runs",
+        help="list runs: model, optimizer, dataset, epochs, best accuracy, status",
+        description="The run directories under DIR, oldest first, with their status "
+        "(running, finished, interrupted, failed) and best validation accuracy.",
+    )
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default: runs)")
-    p.add_argument("--json", action="store_true", help="a JSON array of {run_dir, model, optimizer, dataset, epochs, "
-                                                      "epochs_done, best_val_accuracy, status, started, error}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="a JSON array of {run_dir, model, optimizer, dataset, epochs, "
+        "epochs_done, best_val_accuracy, status, started, error}",
+    )
     p.set_defaults(func=cmd_runs)
 
 

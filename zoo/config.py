@@ -64,5 +64,7 @@ def check_config(config: RunConfig) -> None:
         if value is not None:
             _at_least(value, flag, 1)
     lr = config.lr
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+    if lr is not None and not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+    ):
         raise UsageError(f"--lr must be a positive number, got {lr!r}")

@@ -27,21 +27,35 @@ class Console:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch", file=self.stream,
-                    leave=False, dynamic_ncols=True)
+        return tqdm(
+            total=steps,
+            initial=done,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     @hookimpl
     def on_run_start(self, run: Any) -> None:
         config = run.config
-        print(f"zoo: {config.model} + {config.optimizer} on {run.dataset} ({run.train_samples} train / "
-              f"{run.val_samples} val) on {run.where}, epochs {run.start_epoch + 1}-{config.epochs} -> {run.run_dir}",
-              file=self.stream, flush=True)
+        print(
+            f"zoo: {config.model} + {config.optimizer} on {run.dataset} ({run.train_samples} train / "
+            f"{run.val_samples} val) on {run.where}, epochs {run.start_epoch + 1}-{config.epochs} -> {run.run_dir}",
+            file=self.stream,
+            flush=True,
+        )
 
     @hookimpl
     def on_epoch_end(self, run: Any, epoch: int, metrics: dict) -> None:
         progress = run.progress
         rate = f"  {progress.images_per_second:,.0f} img/s" if progress.images_per_second else ""
         best = " (best)" if progress.best_epoch == epoch else ""
-        print(f"epoch {epoch}/{run.config.epochs}  train_loss {metrics['train_loss']:.4f}  "
-              f"val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}{best}  "
-              f"{metrics['seconds']:.1f}s{rate}", file=self.stream, flush=True)
+        print(
+            f"epoch {epoch}/{run.config.epochs}  train_loss {metrics['train_loss']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}{best}  "
+            f"{metrics['seconds']:.1f}s{rate}",
+            file=self.stream,
+            flush=True,
+        )

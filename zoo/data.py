@@ -16,7 +16,7 @@ module, so importing torch at the top costs ``zoo list`` nothing.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -106,11 +106,9 @@ class TensorImageDataset(Dataset):
         _, c, h, w = self.images.shape
         return (c, h, w)
 
-    def subset(self, n: int) -> "TensorImageDataset":
+    def subset(self, n: int) -> TensorImageDataset:
         """The first ``n`` samples (all of them when ``n`` is larger), sharing memory."""
-        return TensorImageDataset(
-            self.images[:n], self.labels[:n], mean=self.mean, std=self.std, classes=self.classes
-        )
+        return TensorImageDataset(self.images[:n], self.labels[:n], mean=self.mean, std=self.std, classes=self.classes)
 
     def to_device(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(images, labels, shift, divisor)`` on ``device``, copied there once and cached."""

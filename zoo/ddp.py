@@ -21,6 +21,7 @@ runner consults at a handful of marked places. What it guarantees:
 * **An elastic restart continues the run.** A restarted group (``TORCHELASTIC_RESTART_COUNT``
   > 0) resumes the run directory that an earlier attempt of the same job created.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -300,8 +301,7 @@ def _worker_config(config: RunConfig, rank: int, local_world: int) -> RunConfig:
     max_restarts = _env_int("TORCHELASTIC_MAX_RESTARTS", 0)
     if max_restarts > 0 and config.out is None:
         raise UsageError(
-            "with restarts (--max-restarts), pass --out DIR: a restarted group continues the run "
-            "it finds there"
+            "with restarts (--max-restarts), pass --out DIR: a restarted group continues the run it finds there"
         )
     changes: dict[str, Any] = {"nproc": local_world}
     if rank:
@@ -310,10 +310,16 @@ def _worker_config(config: RunConfig, rank: int, local_world: int) -> RunConfig:
     if restart and not config.resume and config.out is not None and _owns(Path(config.out).expanduser(), run_id):
         changes["resume"] = True
     if restart and not rank and not config.quiet:
-        then = (f"continuing {config.out} from its last checkpoint" if changes.get("resume", config.resume)
-                else "starting the run again")
-        print(f"zoo: note: the worker group failed and was restarted (restart {restart} of {max_restarts}); {then}",
-              file=sys.stderr, flush=True)
+        then = (
+            f"continuing {config.out} from its last checkpoint"
+            if changes.get("resume", config.resume)
+            else "starting the run again"
+        )
+        print(
+            f"zoo: note: the worker group failed and was restarted (restart {restart} of {max_restarts}); {then}",
+            file=sys.stderr,
+            flush=True,
+        )
     return replace(config, **changes)
 
 
@@ -329,8 +335,9 @@ def _attempt_store(rank: int, world: int) -> dist.Store:
     host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), _env_int("MASTER_PORT")
     # As env:// does: the agent hosts the store when it says so, rank 0 otherwise.
     served = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(host, port, world, is_master=not served and rank == 0,
-                          timeout=_dt.timedelta(minutes=30), multi_tenant=True)
+    store = dist.TCPStore(
+        host, port, world, is_master=not served and rank == 0, timeout=_dt.timedelta(minutes=30), multi_tenant=True
+    )
     return dist.PrefixStore(f"zoo/attempt_{_env_int('TORCHELASTIC_RESTART_COUNT', 0)}", store)
 
 
@@ -344,7 +351,8 @@ def setup(config: RunConfig) -> tuple[Dist, RunConfig]:
         if config.nproc != 1:
             raise UsageError(
                 f"nproc={config.nproc}: run() trains in this process only; start {config.nproc} "
-                f"workers with `zoo run --nproc {config.nproc}` or `torchrun --nproc-per-node {config.nproc} -m zoo run`"
+                f"workers with `zoo run --nproc {config.nproc}` or "
+                f"`torchrun --nproc-per-node {config.nproc} -m zoo run`"
             )
         return Dist(device=resolve_device(config.device)), config
     rank, local_rank, world = (_env_int(name) for name in _WORKER_ENV)
@@ -374,8 +382,7 @@ def setup(config: RunConfig) -> tuple[Dist, RunConfig]:
         backend = str(dist.get_backend())
     # Votes and small sums stay on the host: on NCCL they would sync the GPU at every step.
     control = dist.new_group(backend="gloo")
-    joined = Dist(device, rank=rank, world=world, local_rank=local_rank, backend=backend, control=control,
-                  owned=owned)
+    joined = Dist(device, rank=rank, world=world, local_rank=local_rank, backend=backend, control=control, owned=owned)
     return joined, config
 
 

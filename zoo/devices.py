@@ -41,5 +41,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
         why = "this torch was built without CUDA" if torch.version.cuda is None else "no NVIDIA GPU is visible"
         raise UsageError(f"device '{spec}' is not available: {why}; available: {available} (use --device cpu)")
     if index is not None and int(index) >= torch.cuda.device_count():
-        raise UsageError(f"device '{spec}' is not available: this machine has {torch.cuda.device_count()} GPU(s); available: {available}")
+        raise UsageError(
+            f"device '{spec}' is not available: this machine has {torch.cuda.device_count()} GPU(s); "
+            f"available: {available}"
+        )
     return torch.device("cuda", int(index) if index is not None else torch.cuda.current_device())

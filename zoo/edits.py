@@ -15,10 +15,11 @@ import ast
 import fnmatch
 import importlib.util
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from zoo.errors import UsageError, one_line
 
@@ -165,7 +166,9 @@ def parse_edit(raw: Any, where: str) -> Edit:
     op = ops[0]
     extra = set(raw) - _ALLOWED_KEYS[op]
     if extra:
-        raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in a {op} edit; allowed: {sorted(_ALLOWED_KEYS[op])}")
+        raise UsageError(
+            f"{where}: unknown key(s) {sorted(extra)} in a {op} edit; allowed: {sorted(_ALLOWED_KEYS[op])}"
+        )
     if op == "freeze":
         patterns = raw["freeze"]
         patterns = [patterns] if isinstance(patterns, str) else patterns
@@ -288,7 +291,9 @@ def _submodule(model: Any, path: str, where: str) -> Any:
         if part not in children:
             here = ".".join(walked) or "the model"
             names = ", ".join(children) or "none"
-            raise UsageError(f"{where}: no module '{path}' in the model: {here} has no child '{part}' (its children: {names})")
+            raise UsageError(
+                f"{where}: no module '{path}' in the model: {here} has no child '{part}' (its children: {names})"
+            )
         module = children[part]
         walked.append(part)
     return module
@@ -304,7 +309,9 @@ def apply_edits(model: Any, edits: tuple[Edit, ...], num_classes: int, where: st
             names = [n for n, _ in model.named_parameters()]
             hits = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in edit.patterns)]
             if not hits:
-                raise UsageError(f"{src}: freeze {list(edit.patterns)} matches no parameter (e.g. {', '.join(names[:3])})")
+                raise UsageError(
+                    f"{src}: freeze {list(edit.patterns)} matches no parameter (e.g. {', '.join(names[:3])})"
+                )
             for name, param in model.named_parameters():
                 if name in hits:
                     param.requires_grad_(False)
@@ -345,7 +352,8 @@ def check_model(model: Any, entry: Any, num_classes: int, touched: list[str]) ->
             out = model(torch.zeros(2, *entry.input_size, device=device))
     except Exception as exc:
         raise UsageError(
-            f"{where}: model '{entry.name}' fails a dry forward pass on input (2, {', '.join(map(str, entry.input_size))}): "
+            f"{where}: model '{entry.name}' fails a dry forward pass on input "
+            f"(2, {', '.join(map(str, entry.input_size))}): "
             f"{one_line(exc)}"
         ) from exc
     finally:

@@ -7,8 +7,9 @@ their defaults, and ``--lr`` / ``--opt KEY=VALUE`` are checked against the same 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -186,7 +187,9 @@ def parse_hparams(
 
             close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise UsageError(f"optimizer '{optimizer}' has no parameter '{key}'; {hint}valid: {valid} (zoo show {optimizer})")
+            raise UsageError(
+                f"optimizer '{optimizer}' has no parameter '{key}'; {hint}valid: {valid} (zoo show {optimizer})"
+            )
         param = by_name.get(key) or Param(key, None)
         hparams[key] = convert(param, text, optimizer, hparams.get(key))
     if "lr" in hparams and isinstance(hparams["lr"], (int, float)) and not hparams["lr"] > 0:

@@ -63,7 +63,9 @@ def _preflight(config: RunConfig, nproc: int) -> None:
     entry = registry.optimizer(config.optimizer)
     if config.data or model.default_dataset:
         registry.dataset(config.data or model.default_dataset)
-    parse_hparams(config.optimizer, registry.optimizer_factory(config.optimizer), entry.defaults, lr=config.lr, opts=config.opts)
+    parse_hparams(
+        config.optimizer, registry.optimizer_factory(config.optimizer), entry.defaults, lr=config.lr, opts=config.opts
+    )
     text = str(config.device).strip().lower()
     if re.fullmatch(r"cuda:\d+", text):
         raise UsageError(

@@ -8,8 +8,9 @@ works the same on a headless server as inside a notebook.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from zoo.errors import RunError, UsageError
 from zoo.runs import read_config, read_metrics
@@ -104,16 +105,27 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         acc_ax.plot(run["epochs"], run["val_accuracy"], linestyle="-", **style)
         if run["best"] is not None:
             at = run["epochs"][run["val_accuracy"].index(run["best"])]
-            acc_ax.plot([at], [run["best"]], marker="*", markersize=12, color=color,
-                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=3,
-                        clip_on=False)  # a best at the top edge is still a whole star
+            acc_ax.plot(
+                [at],
+                [run["best"]],
+                marker="*",
+                markersize=12,
+                color=color,
+                markeredgecolor="black",
+                markeredgewidth=0.6,
+                linestyle="none",
+                zorder=3,
+                clip_on=False,
+            )  # a best at the top edge is still a whole star
         handles.append(Line2D([], [], **style, label=run["label"]))
 
     loss_ax.set_title("Loss")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(
-        handles=[Line2D([], [], color="0.3", linestyle="-", label="train"),
-                 Line2D([], [], color="0.3", linestyle="--", label="validation")],
+        handles=[
+            Line2D([], [], color="0.3", linestyle="-", label="train"),
+            Line2D([], [], color="0.3", linestyle="--", label="validation"),
+        ],
         loc="upper right",
     )
     acc_ax.set_title("Validation accuracy (★ best epoch)")
@@ -128,8 +140,11 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         ax.set_xlim(first - pad, last + pad)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs only
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"Training curves: {runs[0]['title']}" if len(runs) == 1 else f"Training curves: {len(runs)} runs",
-                 fontsize=14, fontweight="bold")
+    fig.suptitle(
+        f"Training curves: {runs[0]['title']}" if len(runs) == 1 else f"Training curves: {len(runs)} runs",
+        fontsize=14,
+        fontweight="bold",
+    )
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(runs), LEGEND_COLUMNS), frameon=False)
 
     try:

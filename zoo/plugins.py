@@ -16,8 +16,9 @@ import difflib
 import importlib.metadata
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -143,11 +144,9 @@ class PluginHost:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError:
-            return sorted(
-                caller.name
-                for caller in self.pm.get_hookcallers(plugin) or []
-                if not caller.has_spec()
-            ) or ["?"]
+            return sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [] if not caller.has_spec()) or [
+                "?"
+            ]
         return []
 
     def fail(self, info: PluginInfo, error: str) -> None:
@@ -198,8 +197,13 @@ class PluginHost:
     def plugin_records(self) -> list[dict[str, Any]]:
         """Every plugin, built-ins included, as a checkpoint's provenance records it."""
         return [
-            {"name": i.name, "distribution": i.distribution, "version": i.version, "builtin": i.builtin,
-             "status": i.status}
+            {
+                "name": i.name,
+                "distribution": i.distribution,
+                "version": i.version,
+                "builtin": i.builtin,
+                "status": i.status,
+            }
             for i in self.plugin_infos(include_builtin=True)
         ]
 

@@ -10,7 +10,8 @@ under ``no_grad()``, and softmax gives probabilities for the checkpoint's class 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -107,11 +108,13 @@ def predict(
             probabilities = model(inputs).float().softmax(dim=1)
             best_p, best_i = (t.tolist() for t in probabilities.topk(k, dim=1))
             for name, ps, indices in zip(names[start : start + BATCH], best_p, best_i):
-                results.append({
-                    "image": name,
-                    "label": classes[indices[0]],
-                    "index": indices[0],
-                    "probability": ps[0],
-                    "top": [{"label": classes[i], "probability": p} for i, p in zip(indices, ps)],
-                })
+                results.append(
+                    {
+                        "image": name,
+                        "label": classes[indices[0]],
+                        "index": indices[0],
+                        "probability": ps[0],
+                        "top": [{"label": classes[i], "probability": p} for i, p in zip(indices, ps)],
+                    }
+                )
     return results, errors

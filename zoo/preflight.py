@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -286,8 +287,9 @@ def available_memory(device: str | torch.device) -> int | None:
 # -- compatibility -----------------------------------------------------------------------------
 
 
-def _construct(factory: Callable[..., Any], params: list[torch.Tensor], hparams: dict[str, Any], *,
-               meta_only: bool = False) -> Any:
+def _construct(
+    factory: Callable[..., Any], params: list[torch.Tensor], hparams: dict[str, Any], *, meta_only: bool = False
+) -> Any:
     """Build the optimizer to see whether it accepts these parameters; returns the optimizer or
     the exception. It is built on storage-free ``meta`` stand-ins first (Adagrad, for one,
     allocates its state in the constructor), then, if that fails, on the real parameters, in case
@@ -317,9 +319,7 @@ def check_compatible(model: nn.Module, optimizer_name: str, factory: Any, hparam
     cls = _optimizer_class(factory) or (type(built) if isinstance(built, torch.optim.Optimizer) else None)
     kind = _torch_base(cls)
     if kind == "SparseAdam":
-        sparse = {
-            id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse
-        }
+        sparse = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse}
         dense = [name for name, p in named if id(p) not in sparse]
         if dense:
             return (
@@ -360,8 +360,9 @@ def _gib(n: float) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def preflight(model: nn.Module, optimizer_name: str, factory: Any, hparams: dict[str, Any],
-              device: str | torch.device) -> MemoryEstimate:
+def preflight(
+    model: nn.Module, optimizer_name: str, factory: Any, hparams: dict[str, Any], device: str | torch.device
+) -> MemoryEstimate:
     """Refuse a pair before any training: ``IncompatibleError`` when the optimizer cannot take
     the model, ``WontFitError`` when parameters, gradients, optimizer state and an allowance
     for the step (``ACTIVATION_ALLOWANCE`` plus one copy of the trainable parameters) exceed

@@ -44,14 +44,21 @@ class Progress:
     def metrics(self) -> dict[str, Any]:
         """What a checkpoint stores as ``"metrics"``: the last line, the history and the totals."""
         last = self.history[-1] if self.history else {}
-        return {**last, "history": self.history, "best_val_accuracy": self.best_accuracy,
-                "best_epoch": self.best_epoch, "train_images": self.train_images, "train_seconds": self.train_seconds}
+        return {
+            **last,
+            "history": self.history,
+            "best_val_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "train_images": self.train_images,
+            "train_seconds": self.train_seconds,
+        }
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> Progress:
         """The progress a checkpoint's ``"metrics"`` recorded."""
-        progress = cls(train_images=int(metrics.get("train_images", 0)),
-                       train_seconds=float(metrics.get("train_seconds", 0.0)))
+        progress = cls(
+            train_images=int(metrics.get("train_images", 0)), train_seconds=float(metrics.get("train_seconds", 0.0))
+        )
         for line in metrics.get("history", []):
             progress.record(dict(line))
         return progress

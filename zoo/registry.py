@@ -11,8 +11,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from zoo.edits import apply_edits, check_model, edit_from_json
 from zoo.entries import KINDS, DatasetEntry, Entry, ModelEntry, OptimizerEntry, check_name, check_size, resolve
@@ -178,14 +179,22 @@ class _Registrar:
 
 
 class _ModelRegistrar(_Registrar):
-    def __call__(self, name: str, builder: Any, *, summary: str = "", input_size: Any = (3, 32, 32),
-                 default_dataset: str | None = None) -> None:
+    def __call__(
+        self,
+        name: str,
+        builder: Any,
+        *,
+        summary: str = "",
+        input_size: Any = (3, 32, 32),
+        default_dataset: str | None = None,
+    ) -> None:
         where = self.where("model", name)
         check_name(name, "model", where)
         if not (callable(builder) or isinstance(builder, str)):
             raise TypeError(f"{where}: builder must be callable or 'module:function', got {builder!r}")
-        self.staged.append(ModelEntry(name, self.plugin, builder, summary, check_size(input_size, where),
-                                      default_dataset))
+        self.staged.append(
+            ModelEntry(name, self.plugin, builder, summary, check_size(input_size, where), default_dataset)
+        )
 
 
 class _OptimizerRegistrar(_Registrar):
@@ -198,15 +207,31 @@ class _OptimizerRegistrar(_Registrar):
 
 
 class _DatasetRegistrar(_Registrar):
-    def __call__(self, name: str, loader: Any, *, summary: str = "", num_classes: int | None,
-                 input_size: Any, classes: Iterable[str] | None = None) -> None:
+    def __call__(
+        self,
+        name: str,
+        loader: Any,
+        *,
+        summary: str = "",
+        num_classes: int | None,
+        input_size: Any,
+        classes: Iterable[str] | None = None,
+    ) -> None:
         where = self.where("dataset", name)
         check_name(name, "dataset", where)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise TypeError(f"{where}: num_classes must be a positive int or None, got {num_classes!r}")
-        self.staged.append(DatasetEntry(name, self.plugin, loader, summary, num_classes,
-                                        check_size(input_size, where),
-                                        tuple(classes) if classes is not None else None))
+        self.staged.append(
+            DatasetEntry(
+                name,
+                self.plugin,
+                loader,
+                summary,
+                num_classes,
+                check_size(input_size, where),
+                tuple(classes) if classes is not None else None,
+            )
+        )
 
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")

@@ -22,8 +22,9 @@ evaluated as code.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -56,9 +57,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Lined:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         out[key] = loader.construct_object(value_node, deep=True)
     return out
 
@@ -95,7 +94,10 @@ def _plugin_base(table: Mapping[str, Any], kind: str, name: str, base_name: Any,
     base = table.get(base_name)
     if base is None or base.base is not None:
         plugin_entries = [n for n, e in table.items() if e.base is None]
-        raise UsageError(f"{where}: {kind} '{name}': base must be a plugin's {kind}: {UnknownNameError(kind, base_name, plugin_entries)}")
+        raise UsageError(
+            f"{where}: {kind} '{name}': base must be a plugin's {kind}: "
+            f"{UnknownNameError(kind, base_name, plugin_entries)}"
+        )
     return base
 
 
@@ -115,7 +117,10 @@ def read_registry_file(
         raise UsageError(f"{display}:1: expected a mapping with 'models' and/or 'optimizers'")
     unknown = set(doc) - _TOP_KEYS
     if unknown:
-        raise UsageError(f"{display}:{_line(doc, 1)}: unknown section(s) {sorted(map(str, unknown))}; expected 'models' and/or 'optimizers'")
+        raise UsageError(
+            f"{display}:{_line(doc, 1)}: unknown section(s) {sorted(map(str, unknown))}; "
+            "expected 'models' and/or 'optimizers'"
+        )
     section = doc.get("models") or {}
     if not isinstance(section, dict):
         raise UsageError(f"{display}:{_line(doc, 1)}: 'models' must be a mapping of name -> variant")
@@ -143,7 +148,9 @@ def _model_variant(name: Any, raw: Any, where: str, display: str, models: Mappin
         raise UsageError(f"{where}: 'edits' of model '{name}' must be a list")
     edits = tuple(parse_edit(e, f"{display}:{_line(e, _line(raw, 1))}") for e in edits_raw)
     base_classes = raw.get("base_classes")
-    if base_classes is not None and (not isinstance(base_classes, int) or isinstance(base_classes, bool) or base_classes < 1):
+    if base_classes is not None and (
+        not isinstance(base_classes, int) or isinstance(base_classes, bool) or base_classes < 1
+    ):
         raise UsageError(f"{where}: base_classes must be a positive integer, got {base_classes!r}")
     summary = raw.get("summary", "")
     if not isinstance(summary, str):
@@ -171,7 +178,9 @@ def _optimizer_preset(
         raise UsageError(f"{where}: optimizer '{name}' must be a mapping with 'base' and 'hparams'")
     extra = set(raw) - _OPTIMIZER_KEYS
     if extra:
-        raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}")
+        raise UsageError(
+            f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}"
+        )
     base_name = raw.get("base")
     base = _plugin_base(optimizers, "optimizer", name, base_name, where)
     hparams = raw.get("hparams") or {}

@@ -29,8 +29,11 @@ def _check_global_batch(spec: Mapping[str, Any], config: RunConfig, path: Path, 
         return True
     if (was_world, world) == (1, 1):
         return False
-    fix = (f"--batch-size {total // world} with {world} process(es)" if total % world == 0
-           else f"a number of processes that divides {total}")
+    fix = (
+        f"--batch-size {total // world} with {world} process(es)"
+        if total % world == 0
+        else f"a number of processes that divides {total}"
+    )
     raise UsageError(
         f"cannot resume {path}: it was trained with a global batch of {total} (--batch-size "
         f"{spec['batch_size']} x {was_world} process(es)), not {config.batch_size * world} (--batch-size "
@@ -42,8 +45,14 @@ def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str,
     """A resumed run must be the same run: same model, optimizer, data and batches, and
     ``--epochs`` no fewer than it has trained."""
     spec = checkpoint["spec"]
-    ours = {"model": config.model, "optimizer": config.optimizer, "dataset": dataset,
-            "batch_size": config.batch_size, "limit_train": config.limit_train, "limit_val": config.limit_val}
+    ours = {
+        "model": config.model,
+        "optimizer": config.optimizer,
+        "dataset": dataset,
+        "batch_size": config.batch_size,
+        "limit_train": config.limit_train,
+        "limit_val": config.limit_val,
+    }
     if _check_global_batch(spec, config, path, world):
         del ours["batch_size"]
     for key, value in ours.items():

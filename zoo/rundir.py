@@ -125,8 +125,14 @@ class RunDir:
 
     def write_status(self, status: str, *, epochs_done: int, error: str | None = None) -> None:
         """``status.json``; ``pid`` lets a reader tell a live run from one killed by SIGKILL."""
-        doc = {"status": status, "started": self.started, "updated": _now(), "epochs_done": epochs_done,
-               "pid": os.getpid(), "error": error}
+        doc = {
+            "status": status,
+            "started": self.started,
+            "updated": _now(),
+            "epochs_done": epochs_done,
+            "pid": os.getpid(),
+            "error": error,
+        }
         self._write_text("status.json", json.dumps(doc, indent=2) + "\n")
 
     def save_checkpoint(self, path: Path, checkpoint: dict[str, Any]) -> bool:

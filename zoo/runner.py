@@ -51,8 +51,18 @@ from zoo.resume import changed_hparams, check_resume
 from zoo.rundir import RunDir, exists_error
 from zoo.steps import evaluate, first_nonfinite, train_step
 
-__all__ = ["RunConfig", "Run", "Interrupted", "run", "train_epoch", "train_step", "evaluate", "validate",
-           "default_data_dir", "CHECK_EVERY"]
+__all__ = [
+    "RunConfig",
+    "Run",
+    "Interrupted",
+    "run",
+    "train_epoch",
+    "train_step",
+    "evaluate",
+    "validate",
+    "default_data_dir",
+    "CHECK_EVERY",
+]
 
 CHECK_EVERY = 50  # steps between NaN checks: one host sync per window, not per step
 VAL_BATCH_SIZE = 256  # validation keeps no activations for backward, so larger batches are cheap
@@ -111,9 +121,16 @@ class Job:
     def save(self, path: Path, partial: dict[str, Any] | None = None) -> None:
         """Checkpoint the run as it is now (mid-epoch, with ``partial``) to ``path``."""
         run = self.run
-        checkpoint = make_checkpoint(run.model, run.optimizer, epoch=run.epoch, spec=run.spec,
-                                     metrics=self.progress.metrics(), rng=capture_rng(self.generator),
-                                     partial=partial, provenance=self.provenance)
+        checkpoint = make_checkpoint(
+            run.model,
+            run.optimizer,
+            epoch=run.epoch,
+            spec=run.spec,
+            metrics=self.progress.metrics(),
+            rng=capture_rng(self.generator),
+            partial=partial,
+            provenance=self.provenance,
+        )
         if self.run_dir.save_checkpoint(path, checkpoint):
             self.events.emit("on_checkpoint", run=run, path=str(path))
 
@@ -121,10 +138,16 @@ class Job:
         """The ``zoo run --json`` object."""
         config, progress, run_dir = self.config, self.progress.summary(), self.run_dir
         return {
-            "run_dir": str(run_dir.path), "model": config.model, "optimizer": config.optimizer,
-            "dataset": self.run.dataset, "device": str(self.run.device), "epochs": progress["epochs"],
-            "train_loss": progress["train_loss"], "val_loss": progress["val_loss"],
-            "val_accuracy": progress["val_accuracy"], "best_val_accuracy": progress["best_val_accuracy"],
+            "run_dir": str(run_dir.path),
+            "model": config.model,
+            "optimizer": config.optimizer,
+            "dataset": self.run.dataset,
+            "device": str(self.run.device),
+            "epochs": progress["epochs"],
+            "train_loss": progress["train_loss"],
+            "val_loss": progress["val_loss"],
+            "val_accuracy": progress["val_accuracy"],
+            "best_val_accuracy": progress["best_val_accuracy"],
             "last_checkpoint": str(run_dir.last) if run_dir.last.exists() else None,
             "best_checkpoint": str(run_dir.best) if run_dir.best.exists() else None,
             "images_per_second": progress["images_per_second"],
@@ -149,21 +172,36 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
             started = time.perf_counter() - (job.partial["seconds"] if _resumes(job, epoch) else 0.0)
             train_loss = train_epoch(job, epoch, stop, since=started)
             result = validate_epoch(job)
-            record_epoch(job, {"epoch": epoch, "train_loss": train_loss, "val_loss": result["val_loss"],
-                               "val_accuracy": result["val_accuracy"],
-                               "seconds": round(time.perf_counter() - started, 3), "lr": _lr(job)})
+            record_epoch(
+                job,
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": result["val_loss"],
+                    "val_accuracy": result["val_accuracy"],
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "lr": _lr(job),
+                },
+            )
             if stop.after_epoch() and epoch < job.config.epochs:  # the signal came during validation
-                raise Interrupted(f"stopped by {stop.name} after epoch {epoch}; "
-                                  f"continue with --resume --out {job.run_dir.path}", stop.signum or signal.SIGINT)
+                raise Interrupted(
+                    f"stopped by {stop.name} after epoch {epoch}; continue with --resume --out {job.run_dir.path}",
+                    stop.signum or signal.SIGINT,
+                )
     return job.summary()
 
 
 def validate_epoch(job: Job) -> dict[str, Any]:
     """The seed's validation pass. Distributed: each rank validates its shard with rank 0's
     weights and buffers, and the sums are added up."""
-    return evaluate(job.dist.for_evaluation(job.forward, job.run.model), job.val_batches, job.criterion,
-                    amp_dtype=job.amp_dtype, channels_last=job.channels_last,
-                    reduce=job.dist.sum_metrics if job.dist.distributed else None)
+    return evaluate(
+        job.dist.for_evaluation(job.forward, job.run.model),
+        job.val_batches,
+        job.criterion,
+        amp_dtype=job.amp_dtype,
+        channels_last=job.channels_last,
+        reduce=job.dist.sum_metrics if job.dist.distributed else None,
+    )
 
 
 def record_epoch(job: Job, line: dict[str, Any]) -> None:
@@ -190,8 +228,11 @@ def outcome(job: Job, stop: StopControl) -> Iterator[None]:
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
-        kept = (f"{job.run_dir.last} holds the last checkpoint" if job.run_dir.last.exists()
-                else "no checkpoint was written yet")
+        kept = (
+            f"{job.run_dir.last} holds the last checkpoint"
+            if job.run_dir.last.exists()
+            else "no checkpoint was written yet"
+        )
         raise Interrupted(f"stopped at once by a second {stop.name}; {kept}", stop.signum or signal.SIGINT) from None
     except Interrupted:
         status = "interrupted"
@@ -245,8 +286,11 @@ def train_epoch(job: Job, epoch: int, stop: StopControl, *, since: float) -> flo
         for step, (inputs, targets) in enumerate(batches, start=first_step + 1):
             if job.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            losses.append(train_step(job.forward, job.run.optimizer, job.train_criterion, inputs, targets,
-                                     amp_dtype=job.amp_dtype))
+            losses.append(
+                train_step(
+                    job.forward, job.run.optimizer, job.train_criterion, inputs, targets, amp_dtype=job.amp_dtype
+                )
+            )
             if step % CHECK_EVERY == 0:
                 _check_finite(job, losses, checked, epoch)
                 checked = step
@@ -262,8 +306,13 @@ def train_epoch(job: Job, epoch: int, stop: StopControl, *, since: float) -> flo
     job.progress.add_training(sum(job.step_sizes[first_step:step]), time.perf_counter() - started)
     _check_finite(job, losses, checked, epoch)
     if step < steps:
-        partial = {"epoch": epoch, "step": step, "losses": torch.stack(losses), "shuffle": shuffle,
-                   "seconds": time.perf_counter() - since}
+        partial = {
+            "epoch": epoch,
+            "step": step,
+            "losses": torch.stack(losses),
+            "shuffle": shuffle,
+            "seconds": time.perf_counter() - since,
+        }
         _stop_mid_epoch(job, partial, stop)
     sizes = torch.tensor(job.step_sizes, dtype=torch.float32, device=job.run.device)
     return float((torch.stack(losses) * sizes).sum() / job.train_batches.samples)
@@ -312,9 +361,11 @@ def _stop_mid_epoch(job: Job, partial: dict[str, Any], stop: StopControl) -> Non
     if ranks_rng is not None:
         partial["ranks_rng"] = ranks_rng
     job.save(job.run_dir.last, partial)
-    raise Interrupted(f"stopped by {stop.name} at epoch {partial['epoch']}, step {partial['step']}/"
-                      f"{len(job.train_batches)}; continue with --resume --out {job.run_dir.path}",
-                      stop.signum or signal.SIGINT)
+    raise Interrupted(
+        f"stopped by {stop.name} at epoch {partial['epoch']}, step {partial['step']}/"
+        f"{len(job.train_batches)}; continue with --resume --out {job.run_dir.path}",
+        stop.signum or signal.SIGINT,
+    )
 
 
 # -- preparing a run ------------------------------------------------------------------------------
@@ -372,26 +423,52 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
         run_dir = dist.new_run_dir(lambda: RunDir.create(config.out, config.model, config.optimizer))
     spec = _spec(config, registry, model_entry, dataset, data, hparams, checkpoint, dist.world)
     progress = Progress.from_metrics(checkpoint["metrics"]) if checkpoint is not None else Progress()
-    run = Run(run_dir.path, config, model, optimizer, progress.epoch, dist.device, spec, progress, dataset,
-              len(data.train), len(data.val), dist.describe())
+    run = Run(
+        run_dir.path,
+        config,
+        model,
+        optimizer,
+        progress.epoch,
+        dist.device,
+        spec,
+        progress,
+        dataset,
+        len(data.train),
+        len(data.val),
+        dist.describe(),
+    )
     if checkpoint is not None:
         _restore(run, checkpoint, generator, console)
     elif config.resume and console is not None:
         console.note(f"{run_dir.path} has no checkpoint yet (stopped before its first): starting from the beginning")
     criterion = nn.CrossEntropyLoss().to(dist.device)
-    batches = dict(device=dist.device, input_size=model_entry.input_size, workers=config.workers,
-                   rank=dist.rank, world=dist.world)
+    batches = dict(
+        device=dist.device, input_size=model_entry.input_size, workers=config.workers, rank=dist.rank, world=dist.world
+    )
     # Distributed: each rank iterates its own shard of every (global) batch and of the validation set.
     train_batches = iterate_batches(data.train, config.batch_size, shuffle=True, generator=generator, **batches)
     val_batches = iterate_batches(data.val, max(config.batch_size, VAL_BATCH_SIZE), shuffle=False, **batches)
     host = get_plugin_host()
-    job = Job(config=config, dist=dist, run_dir=run_dir, run=run, forward=forward, criterion=criterion,
-              train_criterion=dist.train_criterion(criterion), generator=generator, train_batches=train_batches,
-              val_batches=val_batches, step_sizes=train_batches.step_sizes(),
-              events=RunEvents(host, active=dist.is_main), console=console,
-              provenance=provenance(zoo_version=__version__, plugins=host.plugin_records()),
-              amp_dtype=amp_dtype, channels_last=channels_last, partial=(checkpoint or {}).get("partial"),
-              resumed_rng=(checkpoint or {}).get("rng"))
+    job = Job(
+        config=config,
+        dist=dist,
+        run_dir=run_dir,
+        run=run,
+        forward=forward,
+        criterion=criterion,
+        train_criterion=dist.train_criterion(criterion),
+        generator=generator,
+        train_batches=train_batches,
+        val_batches=val_batches,
+        step_sizes=train_batches.step_sizes(),
+        events=RunEvents(host, active=dist.is_main),
+        console=console,
+        provenance=provenance(zoo_version=__version__, plugins=host.plugin_records()),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        partial=(checkpoint or {}).get("partial"),
+        resumed_rng=(checkpoint or {}).get("rng"),
+    )
     _write_run_files(job, data.data_dir, state_bytes, resumed=checkpoint is not None)
     return job
 
@@ -417,15 +494,20 @@ def _load_data(config: RunConfig, registry: Registry, dataset: str, input_size: 
     seed's CIFAR-10 gives 10."""
     entry = registry.dataset(dataset)
     data_dir = config.data_dir or default_data_dir()
-    train = limit(registry.load_dataset(dataset, train=True, root=data_dir, download=config.download),
-                  config.limit_train)
+    train = limit(
+        registry.load_dataset(dataset, train=True, root=data_dir, download=config.download), config.limit_train
+    )
     val = limit(registry.load_dataset(dataset, train=False, root=data_dir, download=config.download), config.limit_val)
     if len(train) == 0 or len(val) == 0:
-        raise UsageError(f"dataset '{dataset}' in {data_dir} has {len(train)} training and {len(val)} validation "
-                         f"samples: both need at least one")
+        raise UsageError(
+            f"dataset '{dataset}' in {data_dir} has {len(train)} training and {len(val)} validation "
+            f"samples: both need at least one"
+        )
     if len(train) < world:  # distributed: every rank needs a sample per step
-        raise UsageError(f"{len(train)} training samples cannot be shared out among {world} processes: "
-                         f"use more data or fewer processes")
+        raise UsageError(
+            f"{len(train)} training samples cannot be shared out among {world} processes: "
+            f"use more data or fewer processes"
+        )
     size = dataset_input_size(train)
     problem = adapt_error(size, input_size)
     if problem:
@@ -465,23 +547,36 @@ def _amp_dtype(config: RunConfig, device: torch.device, console: Console | None)
             console.note("--amp only applies on CUDA; training in float32")
         return None
     if not torch.cuda.is_bf16_supported():
-        raise UsageError(f"--amp uses bfloat16, which {torch.cuda.get_device_name(device)} does not support; drop --amp")
+        raise UsageError(
+            f"--amp uses bfloat16, which {torch.cuda.get_device_name(device)} does not support; drop --amp"
+        )
     return torch.bfloat16
 
 
-def _make_optimizer(registry: Registry, config: RunConfig, model: nn.Module,
-                    hparams: dict[str, Any]) -> torch.optim.Optimizer:
+def _make_optimizer(
+    registry: Registry, config: RunConfig, model: nn.Module, hparams: dict[str, Any]
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     try:
         return registry.make_optimizer(config.optimizer, params, hparams)
     except ZooError:
         raise
     except Exception as exc:
-        raise UsageError(f"optimizer '{config.optimizer}' cannot train model '{config.model}': {one_line(exc)}") from exc
+        raise UsageError(
+            f"optimizer '{config.optimizer}' cannot train model '{config.model}': {one_line(exc)}"
+        ) from exc
 
 
-def _spec(config: RunConfig, registry: Registry, entry: Any, dataset: str, data: _Data, hparams: dict[str, Any],
-          checkpoint: dict[str, Any] | None, world: int) -> dict[str, Any]:
+def _spec(
+    config: RunConfig,
+    registry: Registry,
+    entry: Any,
+    dataset: str,
+    data: _Data,
+    hparams: dict[str, Any],
+    checkpoint: dict[str, Any] | None,
+    world: int,
+) -> dict[str, Any]:
     """What every checkpoint records to rebuild and continue the run (CONTRACT.md's ``spec``).
 
     Hyper-parameters as stored (tuples stay tuples). A resumed run keeps its own, except those
@@ -493,13 +588,24 @@ def _spec(config: RunConfig, registry: Registry, entry: Any, dataset: str, data:
         run_hparams = {**saved, **changed_hparams(saved, run_hparams, config)}
     base_entry = registry.model(entry.base) if entry.base else entry
     return {
-        "model": config.model, "optimizer": config.optimizer, "hparams": run_hparams, "dataset": dataset,
-        "num_classes": data.num_classes, "classes": data.classes, "input_size": list(entry.input_size),
-        "data_input_size": list(data.size), "mean": list(data.mean), "std": list(data.std),
-        "base": entry.base, "base_classes": entry.base_classes, "edits": [edit.as_json() for edit in entry.edits],
+        "model": config.model,
+        "optimizer": config.optimizer,
+        "hparams": run_hparams,
+        "dataset": dataset,
+        "num_classes": data.num_classes,
+        "classes": data.classes,
+        "input_size": list(entry.input_size),
+        "data_input_size": list(data.size),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "base": entry.base,
+        "base_classes": entry.base_classes,
+        "edits": [edit.as_json() for edit in entry.edits],
         "plugin": base_entry.plugin,
         "weights": config.weights or (checkpoint["spec"].get("weights") if checkpoint else None),
-        "batch_size": config.batch_size, "limit_train": config.limit_train, "limit_val": config.limit_val,
+        "batch_size": config.batch_size,
+        "limit_train": config.limit_train,
+        "limit_val": config.limit_val,
         "seed": config.seed,
         "world_size": world,  # processes: the global batch is batch_size x world_size
     }
@@ -508,8 +614,9 @@ def _spec(config: RunConfig, registry: Registry, entry: Any, dataset: str, data:
 def _restore(run: Run, checkpoint: dict[str, Any], generator: torch.Generator, console: Console | None) -> None:
     """Weights, optimizer state and every RNG from ``checkpoint``, restored after building (which
     drew from the RNG) so that the continuation equals an uninterrupted run bitwise."""
-    load_state_dict_strict(run.model, checkpoint["model"], source=str(run.run_dir / "last.pt"),
-                           target=f"model '{run.config.model}'")
+    load_state_dict_strict(
+        run.model, checkpoint["model"], source=str(run.run_dir / "last.pt"), target=f"model '{run.config.model}'"
+    )
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     changed = changed_hparams(checkpoint["spec"]["hparams"], run.spec["hparams"], run.config)
     for key, value in changed.items():
@@ -524,9 +631,17 @@ def _write_run_files(job: Job, data_dir: str, state_bytes: int | None, *, resume
     """``config.yaml`` and ``metrics.jsonl`` (a resumed run's history, up to its checkpoint), then
     a check that the disk holds the checkpoints to come."""
     config, spec = job.config, job.run.spec
-    doc = {**_plain(asdict(config)), "dataset": spec["dataset"], "data_dir": data_dir, "hparams": _plain(spec["hparams"]),
-           "num_classes": spec["num_classes"], "base": spec["base"], "edits": spec["edits"],
-           "resolved_device": str(job.run.device), "out": str(job.run_dir.path)}
+    doc = {
+        **_plain(asdict(config)),
+        "dataset": spec["dataset"],
+        "data_dir": data_dir,
+        "hparams": _plain(spec["hparams"]),
+        "num_classes": spec["num_classes"],
+        "base": spec["base"],
+        "edits": spec["edits"],
+        "resolved_device": str(job.run.device),
+        "out": str(job.run_dir.path),
+    }
     try:
         job.run_dir.write_config(doc)
         job.run_dir.write_metrics(job.progress.history)
@@ -578,7 +693,9 @@ def _imagenet_weights(base: str, download: bool) -> dict[str, torch.Tensor]:
             weights.url, model_dir=str(cache), map_location="cpu", check_hash=True, weights_only=True
         )
     except Exception as exc:
-        raise UsageError(f"--weights imagenet: could not download {weights.url} to {path}: {exc}; put the file there by hand") from exc
+        raise UsageError(
+            f"--weights imagenet: could not download {weights.url} to {path}: {exc}; put the file there by hand"
+        ) from exc
     return state_dict_from(state, weights.url)
 
 
@@ -644,10 +761,14 @@ def validate(
     val_set = limit(registry.load_dataset(name, train=False, root=root, download=False), limit_val)
     num_classes = entry.num_classes or len(dataset_classes(val_set) or [])
     if num_classes != spec["num_classes"]:
-        raise UsageError(f"dataset '{name}' has {num_classes} classes but {checkpoint} was trained for {spec['num_classes']}")
+        raise UsageError(
+            f"dataset '{name}' has {num_classes} classes but {checkpoint} was trained for {spec['num_classes']}"
+        )
     problem = adapt_error(dataset_input_size(val_set), spec["input_size"])
     if problem:
         raise UsageError(f"{checkpoint} cannot be validated on dataset '{name}': {problem}")
-    batches = iterate_batches(val_set, VAL_BATCH_SIZE, shuffle=False, device=target, input_size=tuple(spec["input_size"]))
+    batches = iterate_batches(
+        val_set, VAL_BATCH_SIZE, shuffle=False, device=target, input_size=tuple(spec["input_size"])
+    )
     result = evaluate(model, batches, nn.CrossEntropyLoss().to(target))
     return result

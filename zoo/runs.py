@@ -21,7 +21,14 @@ import yaml
 from zoo.errors import UsageError
 
 __all__ = [
-    "RUN_FILES", "STATUSES", "is_run_dir", "read_config", "read_metrics", "read_status", "run_row", "list_runs",
+    "RUN_FILES",
+    "STATUSES",
+    "is_run_dir",
+    "read_config",
+    "read_metrics",
+    "read_status",
+    "run_row",
+    "list_runs",
 ]
 
 # Any of these marks a directory as a run directory, even a broken one.
@@ -189,7 +196,10 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         row["status"], row["error"] = "failed", "; ".join(problems)
     elif status is not None and status["status"] == "running" and not _alive(status.get("pid")):
         # SIGKILL (or a power cut) leaves "running" behind: nothing is running it any more
-        row["status"], row["error"] = "interrupted", "its process is gone (it was killed); --resume continues from its last checkpoint"
+        row["status"], row["error"] = (
+            "interrupted",
+            "its process is gone (it was killed); --resume continues from its last checkpoint",
+        )
     elif status is not None:
         row["status"], row["error"] = status["status"], status.get("error") or None
     elif row["epochs"] is not None and row["epochs_done"] >= row["epochs"]:
