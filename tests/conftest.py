@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -90,7 +90,9 @@ class ZooCLI:
         full_env.update(env or {})
         return full_env
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "zoo", *args],
             cwd=self.cwd,

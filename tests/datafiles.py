@@ -6,8 +6,8 @@ Nothing here downloads; everything is small and deterministic.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

@@ -87,7 +87,7 @@ SERVER_ENV = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")} |
 class Forked:
     """One call in flight, with the parts of ``subprocess.Popen`` the tests use."""
 
-    def __init__(self, server: "ForkServer", pid: int):
+    def __init__(self, server: ForkServer, pid: int):
         self.server, self.pid = server, pid
         self.returncode: int | None = None
 
@@ -149,15 +149,23 @@ class ForkServer:
             env=SERVER_ENV,
         )
 
-    def start(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], stdout: Path, stderr: Path) -> Forked:
+    def start(
+        self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], stdout: Path, stderr: Path
+    ) -> Forked:
         """Fork a child running ``zoo ARGS``; its output goes to the files ``stdout`` and ``stderr``.
         The next call waits until this one has been waited for (or polled to its end)."""
         for stream in (stdout, stderr):
             stream.write_bytes(b"")
         self._lock.acquire()
         try:
-            request = {"args": list(args), "cwd": str(cwd), "env": env, "path": path,
-                       "stdout": str(stdout), "stderr": str(stderr)}
+            request = {
+                "args": list(args),
+                "cwd": str(cwd),
+                "env": env,
+                "path": path,
+                "stdout": str(stdout),
+                "stderr": str(stderr),
+            }
             assert self._proc.stdin is not None and self._proc.poll() is None, "the fork server has died"
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
@@ -166,7 +174,9 @@ class ForkServer:
             self._lock.release()
             raise
 
-    def call(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], timeout: float) -> subprocess.CompletedProcess:
+    def call(
+        self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], timeout: float
+    ) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as streams:
             out, err = Path(streams) / "stdout", Path(streams) / "stderr"
             returncode = self.start(args, cwd=cwd, env=env, path=path, stdout=out, stderr=err).wait(timeout)
@@ -191,16 +201,24 @@ class ProcessServer(ForkServer):
     def __init__(self) -> None:  # no server process
         pass
 
-    def start(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], stdout: Path,
-              stderr: Path) -> subprocess.Popen:
+    def start(
+        self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], stdout: Path, stderr: Path
+    ) -> subprocess.Popen:
         env = dict(env)
         env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")]).strip(os.pathsep)
         with open(stdout, "wb") as out, open(stderr, "wb") if stderr != stdout else contextlib.nullcontext() as err:
-            return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err if err is not None else subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "zoo", *args],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err if err is not None else subprocess.STDOUT,
+            )
 
-    def call(self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str],
-             timeout: float) -> subprocess.CompletedProcess:
+    def call(
+        self, args: list[str], *, cwd: Path, env: dict[str, str], path: list[str], timeout: float
+    ) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as streams:
             out, err = Path(streams) / "stdout", Path(streams) / "stderr"
             proc = self.start(args, cwd=cwd, env=env, path=path, stdout=out, stderr=err)
@@ -223,6 +241,8 @@ class ForkedZooCLI(ZooCLI):
         super().__init__(cwd)
         self.server = server
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         full_env = self.environment(env)
         return self.server.call(list(args), cwd=self.cwd, env=full_env, path=list(self.paths), timeout=timeout)

@@ -7,7 +7,18 @@ from typing import Any
 from torch.overrides import TorchFunctionMode
 
 # Tensor methods that read a value back to Python: on CUDA each one waits for the device.
-HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "numpy", "cpu", "is_nonzero"}
+HOST_READS = {
+    "item",
+    "tolist",
+    "__bool__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "nonzero",
+    "numpy",
+    "cpu",
+    "is_nonzero",
+}
 
 
 class HostReads(TorchFunctionMode):

@@ -81,9 +81,21 @@ def test_tudui_with_builtin_optimizers():
     rows = run_check(models="tudui", optimizers="[alms]*", budget_s=BUDGET_S, on_row=seen.append)
     assert seen == rows
     status = {row["optimizer"]: row["status"] for row in rows}
-    assert status == {"adadelta": "ok", "adafactor": "ok", "adagrad": "ok", "adam": "ok", "adam-lr3e-4": "ok",
-                      "adamax": "ok", "adamw": "ok", "asgd": "ok", "lbfgs": "ok", "muon": "incompatible",
-                      "sgd": "ok", "sgd-momentum": "ok", "sparseadam": "incompatible"}
+    assert status == {
+        "adadelta": "ok",
+        "adafactor": "ok",
+        "adagrad": "ok",
+        "adam": "ok",
+        "adam-lr3e-4": "ok",
+        "adamax": "ok",
+        "adamw": "ok",
+        "asgd": "ok",
+        "lbfgs": "ok",
+        "muon": "incompatible",
+        "sgd": "ok",
+        "sgd-momentum": "ok",
+        "sparseadam": "incompatible",
+    }
     for row in rows:
         assert set(row) == {"model", "optimizer", "status", "reason", "seconds"}
         assert row["model"] == "tudui" and isinstance(row["seconds"], float) and row["seconds"] >= 0
@@ -105,7 +117,7 @@ def test_every_optimizer_starts_from_the_same_weights():
     registry.models["tiny"] = ModelEntry("tiny", "tests", keep, input_size=(3, 4, 4))
     rows = run_check(registry=registry, budget_s=BUDGET_S)
     assert [row["status"] for row in rows] == ["error", "ok", "error"]
-    (model, initial), = built  # built once
+    ((model, initial),) = built  # built once
     # Boom names the weights it was given: both saw the initial ones, sgd's step in between
     # notwithstanding, and the parent's model is untouched.
     start = sum(float(v.double().sum()) for v in initial.values())

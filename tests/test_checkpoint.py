@@ -23,8 +23,20 @@ from zoo_tudui.model import Tudui
 def trained(tmp_path_factory) -> Path:
     """The run directory of one tiny Tudui run (2 epochs of 32 fake images)."""
     out = tmp_path_factory.mktemp("checkpoint") / "run"
-    run(RunConfig("tudui", "sgd-momentum", data="fake", epochs=2, batch_size=16, limit_train=32, limit_val=16,
-                  out=str(out), quiet=True, device="cpu"))
+    run(
+        RunConfig(
+            "tudui",
+            "sgd-momentum",
+            data="fake",
+            epochs=2,
+            batch_size=16,
+            limit_train=32,
+            limit_val=16,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     return out
 
 
@@ -101,7 +113,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         f.write(b"PK\x03\x04 half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(RunError, match=r"cannot write .*last\.pt: No space left on device \(the previous file is intact\)"):
+    with pytest.raises(
+        RunError, match=r"cannot write .*last\.pt: No space left on device \(the previous file is intact\)"
+    ):
         atomic_write(path, half_then_fail)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
@@ -151,8 +165,18 @@ def test_a_file_whose_loading_would_run_code_is_refused_everywhere(tmp_path):
         with pytest.raises(UsageError, match=needle):
             predict(path, [])
         with pytest.raises(UsageError, match=needle):
-            run(RunConfig("tudui", "sgd", data="fake", limit_train=4, limit_val=4, out=str(tmp_path / "r"),
-                          weights=str(path), quiet=True))
+            run(
+                RunConfig(
+                    "tudui",
+                    "sgd",
+                    data="fake",
+                    limit_train=4,
+                    limit_val=4,
+                    out=str(tmp_path / "r"),
+                    weights=str(path),
+                    quiet=True,
+                )
+            )
     out = tmp_path / "resume"
     out.mkdir()
     (out / "last.pt").write_bytes(crafted.read_bytes())
@@ -167,7 +191,9 @@ def test_a_method_1_file_loads_only_with_trust_and_says_what_it_risks(tmp_path, 
     with pytest.raises(UsageError) as info:
         safe_load(path)
     message = str(info.value)
-    assert str(path) in message and "method 1" in message and "--trust" in message and "zoo_tudui.model.Tudui" in message
+    assert (
+        str(path) in message and "method 1" in message and "--trust" in message and "zoo_tudui.model.Tudui" in message
+    )
     model = safe_load(path, trust=True)
     assert isinstance(model, Tudui)
     err = capsys.readouterr().err
@@ -228,8 +254,13 @@ def test_a_variant_is_rebuilt_from_its_recorded_edits_when_the_registry_lacks_it
     # A checkpoint of a variant defined in a user registry file that is no longer passed: the
     # base model plus the recorded edits still rebuild it.
     ckpt = load_checkpoint(trained / "last.pt")
-    ckpt["spec"] = {**ckpt["spec"], "model": "tudui-relu-head", "base": "tudui", "base_classes": None,
-                    "edits": [{"op": "append", "name": "head", "layer": "ReLU", "args": [], "kwargs": {}}]}
+    ckpt["spec"] = {
+        **ckpt["spec"],
+        "model": "tudui-relu-head",
+        "base": "tudui",
+        "base_classes": None,
+        "edits": [{"op": "append", "name": "head", "layer": "ReLU", "args": [], "kwargs": {}}],
+    }
     model = model_from_checkpoint(ckpt, source="x.pt", registry=get_registry())
     assert isinstance(model.head, nn.ReLU)
     assert (model(torch.randn(2, 3, 32, 32)) >= 0).all()  # the appended module runs on the output
@@ -244,20 +275,45 @@ def test_a_variant_is_rebuilt_from_its_recorded_edits_when_the_registry_lacks_it
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (this machine has none)")
 def test_a_checkpoint_written_on_cuda_loads_on_cpu(tmp_path):
     out = tmp_path / "r"
-    run(RunConfig("tudui", "sgd", data="fake", epochs=1, batch_size=16, limit_train=32, limit_val=16,
-                  out=str(out), quiet=True, device="cuda"))
+    run(
+        RunConfig(
+            "tudui",
+            "sgd",
+            data="fake",
+            epochs=1,
+            batch_size=16,
+            limit_train=32,
+            limit_val=16,
+            out=str(out),
+            quiet=True,
+            device="cuda",
+        )
+    )
     ckpt = load_checkpoint(out / "last.pt", map_location="cpu")
     model = model_from_checkpoint(ckpt)
     assert next(model.parameters()).device.type == "cpu"
     assert validate(out / "last.pt", device="cpu", limit_val=16)["samples"] == 16
 
 
+@pytest.mark.slow
 def test_plain_torchvision_vgg16_with_the_seeds_edit_loads_a_zoo_checkpoint(tmp_path):
     from torchvision.models import vgg16
 
     out = tmp_path / "vgg"
-    summary = run(RunConfig("vgg16-replace-classifier", "sgd", data="fake", epochs=1, batch_size=2,
-                            limit_train=4, limit_val=2, out=str(out), quiet=True, device="cpu"))
+    summary = run(
+        RunConfig(
+            "vgg16-replace-classifier",
+            "sgd",
+            data="fake",
+            epochs=1,
+            batch_size=2,
+            limit_train=4,
+            limit_val=2,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     assert summary["epochs"] == 1
     plain = vgg16()
     plain.classifier[6] = nn.Linear(4096, 10)  # the seed's edit

@@ -29,7 +29,12 @@ def test_list_json_holds_the_registry(zoo_cli):
     }
     torch_optim = {n for n, p in by_kind["optimizer"].items() if p == "torch-optim"}
     assert len(torch_optim) == 15 and {"sgd", "adam", "lbfgs", "muon", "sparseadam", "adafactor"} <= torch_optim
-    assert by_kind["dataset"] == {"cifar10": "datasets", "digits": "datasets", "fake": "datasets", "imagefolder": "datasets"}
+    assert by_kind["dataset"] == {
+        "cifar10": "datasets",
+        "digits": "datasets",
+        "fake": "datasets",
+        "imagefolder": "datasets",
+    }
 
 
 def test_list_kind_and_pattern(zoo_cli):
@@ -68,11 +73,16 @@ def test_show_model(zoo_cli):
     info = json.loads(zoo_cli("show", "tudui", "--json").stdout)
     assert info["parameters"] == 145578 and info["output_shape"] == ["batch", 10]
     assert "Conv2d(3, 32, kernel_size=(5, 5)" in info["architecture"]
+
+
+@pytest.mark.slow  # builds a VGG16
+def test_show_a_variant_names_its_base_and_edits(zoo_cli):
     info = json.loads(zoo_cli("show", "vgg16-replace-classifier", "--json").stdout)
     assert info["edits"][0]["text"] == "replace classifier.6 with Linear(4096, num_classes)"
     assert info["output_shape"] == ["batch", 10] and info["base"] == "vgg16"
 
 
+@pytest.mark.slow
 def test_naive_add_module_is_refused_on_the_command_line(zoo_cli, tmp_path):
     path = tmp_path / "naive.yaml"
     path.write_text(
@@ -99,7 +109,9 @@ def test_usage_errors_are_one_line_exit_2(zoo_cli, args, needles):
     assert_user_error(zoo_cli(*args), 2, *needles)
 
 
-@pytest.mark.parametrize("command", ["list", "show", "plugins", "install", "uninstall", "run", "validate", "predict", "export", "check"])
+@pytest.mark.parametrize(
+    "command", ["list", "show", "plugins", "install", "uninstall", "run", "validate", "predict", "export", "check"]
+)
 def test_every_command_explains_itself(zoo_cli, command):
     result = zoo_cli(command, "--help")
     assert result.returncode == 0 and f"usage: zoo {command}" in result.stdout
@@ -114,6 +126,7 @@ def test_console_script_and_version():
     assert result.returncode == 0 and result.stdout.startswith("zoo ")
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
     # Built and installed as a user would get it from an index: registry.yaml must be inside
     # the package and the built-in plugins must come through its entry points.
@@ -121,8 +134,21 @@ def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
 
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     code = (
         "import json, sys, io, contextlib\n"
@@ -132,7 +158,8 @@ def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         "    assert main(['list', '--json']) == 0\n"
-        "print(json.dumps(sorted((r['plugin'], r['name']) for r in json.loads(out.getvalue()) if r['kind'] == 'model')))\n"
+        "rows = json.loads(out.getvalue())\n"
+        "print(json.dumps(sorted((r['plugin'], r['name']) for r in rows if r['kind'] == 'model')))\n"
     )
     env = {**__import__("os").environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)

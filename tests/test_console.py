@@ -13,8 +13,16 @@ from zoo.progress import Progress
 
 
 def _run(progress: Progress) -> SimpleNamespace:
-    return SimpleNamespace(config=RunConfig("tudui", "sgd", epochs=3), dataset="digits", train_samples=1437,
-                           val_samples=360, where="cpu", start_epoch=1, run_dir=Path("runs/r"), progress=progress)
+    return SimpleNamespace(
+        config=RunConfig("tudui", "sgd", epochs=3),
+        dataset="digits",
+        train_samples=1437,
+        val_samples=360,
+        where="cpu",
+        start_epoch=1,
+        run_dir=Path("runs/r"),
+        progress=progress,
+    )
 
 
 def test_start_and_epoch_lines_through_pluggy():

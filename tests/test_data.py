@@ -69,7 +69,11 @@ def test_plugin_registers_four_datasets_with_resolvable_loaders():
 
 
 def test_importing_the_plugin_does_not_import_torch():
-    code = "import sys, zoo_datasets; bad = {'torch', 'torchvision', 'sklearn', 'zoo.data'} & set(sys.modules); assert not bad, bad"
+    code = (
+        "import sys, zoo_datasets\n"
+        "bad = {'torch', 'torchvision', 'sklearn', 'zoo.data'} & set(sys.modules)\n"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -101,7 +105,9 @@ def test_cifar10_reads_a_cifar10_format_directory(tmp_path):
     assert train.labels.tolist() == [label for _, file_labels in batches for label in file_labels]
     x, y = train[0]
     assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == labels[0]
-    expected = (torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255 - torch.tensor(loaders.CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(loaders.CIFAR10_STD).view(3, 1, 1)
+    expected = (
+        torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255 - torch.tensor(loaders.CIFAR10_MEAN).view(3, 1, 1)
+    ) / torch.tensor(loaders.CIFAR10_STD).view(3, 1, 1)
     torch.testing.assert_close(x, expected)
 
 
@@ -381,14 +387,14 @@ def test_same_seed_same_order_and_no_shuffle_keeps_order():
 
 def test_batches_adapt_channels_and_size():
     grey = numbered(5, channels=1, size=8)
-    (x, y), = iterate_batches(grey, 8, shuffle=False, input_size=(3, 32, 32))
+    ((x, y),) = iterate_batches(grey, 8, shuffle=False, input_size=(3, 32, 32))
     assert x.shape == (5, 3, 32, 32)
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
     # Constant images stay constant through a bilinear resize, at their normalised value.
     torch.testing.assert_close(x[2], torch.full((3, 32, 32), (2 / 255 - 0.5) / 0.25))
-    (same, _), = iterate_batches(numbered(5), 8, shuffle=False, input_size=(3, 8, 8))
+    ((same, _),) = iterate_batches(numbered(5), 8, shuffle=False, input_size=(3, 8, 8))
     assert same.shape == (5, 3, 8, 8)
-    (smaller, _), = iterate_batches(numbered(5, size=40), 8, shuffle=False, input_size=(3, 32, 32))
+    ((smaller, _),) = iterate_batches(numbered(5, size=40), 8, shuffle=False, input_size=(3, 32, 32))
     assert smaller.shape == (5, 3, 32, 32)
 
 
@@ -416,7 +422,9 @@ def test_dataloader_path_with_persistent_workers():
 def test_cuda_batches_match_cpu_batches():
     data = numbered(70)
     cpu = iterate_batches(data, 16, shuffle=True, generator=torch.Generator().manual_seed(1), input_size=(3, 16, 16))
-    gpu = iterate_batches(data, 16, shuffle=True, generator=torch.Generator().manual_seed(1), device="cuda", input_size=(3, 16, 16))
+    gpu = iterate_batches(
+        data, 16, shuffle=True, generator=torch.Generator().manual_seed(1), device="cuda", input_size=(3, 16, 16)
+    )
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert xg.is_cuda and yg.is_cuda
         assert torch.equal(yc, yg.cpu())

@@ -64,8 +64,19 @@ def metric_lines(run_dir: Path) -> list[dict]:
 
 def single(out: Path, **overrides) -> RunConfig:
     """The one-process twin of TWO: the same data, a batch of 2 x PER_RANK."""
-    fields = dict(model="tudui", optimizer="sgd", data="fake", limit_train=96, limit_val=64, device="cpu", seed=0,
-                  batch_size=2 * PER_RANK, epochs=EPOCHS, out=str(out), quiet=True)
+    fields = dict(
+        model="tudui",
+        optimizer="sgd",
+        data="fake",
+        limit_train=96,
+        limit_val=64,
+        device="cpu",
+        seed=0,
+        batch_size=2 * PER_RANK,
+        epochs=EPOCHS,
+        out=str(out),
+        quiet=True,
+    )
     return RunConfig(**{**fields, **overrides})
 
 
@@ -88,8 +99,9 @@ def runs(tmp_path_factory, fork_server, one_thread) -> Path:
     root = tmp_path_factory.mktemp("distributed")
     zoo = ForkedZooCLI(root, fork_server)
     result = zoo("run", *TWO, "--out", "two", "--json", timeout=240)
-    (root / "two.result.json").write_text(json.dumps(
-        {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}))
+    (root / "two.result.json").write_text(
+        json.dumps({"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr})
+    )
     run(single(root / "one"))
     return root
 
@@ -111,6 +123,7 @@ def zoo_forked(tmp_path, fork_server) -> ZooCLI:
 # -- two processes: one run ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nproc_2_trains_and_rank_0_alone_writes_and_prints(two):
     assert two.summary["epochs"] == EPOCHS and two.summary["run_dir"] == "two"  # --json: one line, rank 0's
     starts = [line for line in two.stderr.splitlines() if line.startswith("zoo: tudui + sgd")]
@@ -118,7 +131,14 @@ def test_nproc_2_trains_and_rank_0_alone_writes_and_prints(two):
     assert [line.split()[1] for line in two.stderr.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
     assert "Traceback" not in two.stderr and "zoo: error" not in two.stderr
 
-    assert {p.name for p in two.dir.iterdir()} == {"config.yaml", "metrics.jsonl", "status.json", "last.pt", "best.pt", MARKER}
+    assert {p.name for p in two.dir.iterdir()} == {
+        "config.yaml",
+        "metrics.jsonl",
+        "status.json",
+        "last.pt",
+        "best.pt",
+        MARKER,
+    }
     assert [line["epoch"] for line in metric_lines(two.dir)] == [1, 2]
     assert yaml.safe_load((two.dir / "config.yaml").read_text())["nproc"] == 2
     assert json.loads((two.dir / "status.json").read_text())["status"] == "finished"
@@ -128,6 +148,7 @@ def test_nproc_2_trains_and_rank_0_alone_writes_and_prints(two):
     assert ckpt["metrics"]["train_images"] == EPOCHS * 96
 
 
+@pytest.mark.slow
 def test_its_checkpoint_validates_in_one_process_with_the_reported_accuracy(two):
     for name in ("last.pt", "best.pt"):
         result = validate(two.dir / name, device="cpu", limit_val=64)
@@ -138,6 +159,7 @@ def test_its_checkpoint_validates_in_one_process_with_the_reported_accuracy(two)
     assert two.summary["val_accuracy"] == metric_lines(two.dir)[-1]["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_nproc_2_with_batch_b_matches_one_process_with_batch_2b(two):
     one = two.root / "one"
     assert_weights_close(weights(two.dir / "last.pt"), weights(one / "last.pt"))
@@ -147,10 +169,13 @@ def test_nproc_2_with_batch_b_matches_one_process_with_batch_2b(two):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_two_process_run_resumes_in_one_process_with_the_same_global_batch(two, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(two.dir, out)
-    with pytest.raises(UsageError, match=r"global batch of 16 \(--batch-size 8 x 2 process\(es\)\), not 8.*--batch-size 16"):
+    with pytest.raises(
+        UsageError, match=r"global batch of 16 \(--batch-size 8 x 2 process\(es\)\), not 8.*--batch-size 16"
+    ):
         run(single(out, resume=True, epochs=3, batch_size=PER_RANK))
     run(single(out, resume=True, epochs=3))
     reference = tmp_path / "one"
@@ -160,13 +185,33 @@ def test_a_two_process_run_resumes_in_one_process_with_the_same_global_batch(two
     assert_weights_close(weights(out / "last.pt"), weights(reference / "last.pt"))
 
 
+@pytest.mark.slow
 def test_torchrun_starts_the_same_workers_and_resumes_a_run_with_nproc_2(two, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(two.dir, out)
     zoo = ZooCLI(tmp_path)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "zoo", "run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "3",
-               "--resume", "--out", str(out), "--json"]  # no --nproc: torchrun's --nproc-per-node decides
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "zoo",
+        "run",
+        "tudui",
+        "sgd",
+        *DATA,
+        "--batch-size",
+        str(PER_RANK),
+        "--epochs",
+        "3",
+        "--resume",
+        "--out",
+        str(out),
+        "--json",
+    ]  # no --nproc: torchrun's --nproc-per-node decides
     result = subprocess.run(command, cwd=tmp_path, env=zoo.environment(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["epochs"] == 3  # one summary: rank 0's
@@ -180,6 +225,7 @@ def test_torchrun_starts_the_same_workers_and_resumes_a_run_with_nproc_2(two, tm
 # -- failures and signals -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_group_continues_from_the_last_checkpoint(two, zoo_forked):
     # Rank 1 SIGKILLs itself after its 9th step, mid-epoch 2; the agent restarts both workers,
     # which resume from last.pt (epoch 1). Epoch 2 then replays exactly: same weights, same
@@ -193,6 +239,7 @@ def test_a_killed_worker_is_restarted_and_the_group_continues_from_the_last_chec
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, tmp_path, fork_server):
     # Ctrl-C reaches the launcher, whose agent passes it on to the workers. It is sent while rank 0
     # is held inside its first write of last.pt (the write handshake, tests/handshake.py), so it
@@ -202,8 +249,20 @@ def test_sigint_stops_both_workers_after_the_same_step_and_the_run_resumes(two, 
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     stops = WriteStops(tmp_path / "stop.json")
     env = ZooCLI(tmp_path).environment(stops.env())
-    args = ["run", "tudui", "sgd", *DATA, "--batch-size", str(PER_RANK), "--epochs", "4", "--nproc", "2",
-            "--out", "stopped"]
+    args = [
+        "run",
+        "tudui",
+        "sgd",
+        *DATA,
+        "--batch-size",
+        str(PER_RANK),
+        "--epochs",
+        "4",
+        "--nproc",
+        "2",
+        "--out",
+        "stopped",
+    ]
     launcher = fork_server.start(args, cwd=tmp_path, env=env, path=[], stdout=stdout, stderr=stderr)
     try:
         held = stops.until(launcher, lambda stop: stop["name"] == "last.pt" and stop["point"] == "complete")
@@ -252,6 +311,7 @@ models:
 """
 
 
+@pytest.mark.slow
 def test_random_layers_resume_bitwise_whether_stopped_between_or_inside_epochs(tmp_path, fork_server):
     # Rank 1 draws dropout masks of its own. After a restart at an epoch boundary its stream is
     # re-derived from (seed, epoch, rank); after a stop mid-epoch it continues the stream saved
@@ -262,8 +322,27 @@ def test_random_layers_resume_bitwise_whether_stopped_between_or_inside_epochs(t
 
     (tmp_path / "dropout.yaml").write_text(DROPOUT_REGISTRY)
     zoo = ForkedZooCLI(tmp_path, fork_server)
-    args = ["run", "tudui-dropout", "sgd", "--registry", "dropout.yaml", "--data", "fake", "--limit-train", "64",
-            "--limit-val", "16", "--device", "cpu", "--batch-size", "8", "--epochs", "2", "--nproc", "2"]  # 4 steps an epoch
+    args = [
+        "run",
+        "tudui-dropout",
+        "sgd",
+        "--registry",
+        "dropout.yaml",
+        "--data",
+        "fake",
+        "--limit-train",
+        "64",
+        "--limit-val",
+        "16",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--nproc",
+        "2",
+    ]  # 4 steps an epoch
     reference = zoo(*args, "--out", "reference", timeout=240)
     assert reference.returncode == 0, reference.stderr
 
@@ -281,8 +360,9 @@ def test_random_layers_resume_bitwise_whether_stopped_between_or_inside_epochs(t
     for name in ("killed", "stopped"):
         got = weights(tmp_path / name / "last.pt")
         assert all(torch.equal(got[k], expected[k]) for k in expected), name
-        assert [line["train_loss"] for line in metric_lines(tmp_path / name)] == \
-            [line["train_loss"] for line in metric_lines(tmp_path / "reference")], name
+        assert [line["train_loss"] for line in metric_lines(tmp_path / name)] == [
+            line["train_loss"] for line in metric_lines(tmp_path / "reference")
+        ], name
 
 
 def test_the_group_reports_its_root_cause_once(tmp_path):
@@ -297,13 +377,19 @@ def test_the_group_reports_its_root_cause_once(tmp_path):
 
     (tmp_path / "last.pt").write_bytes(b"")
     # rank 1 died; rank 0 only saw its collective fail: the death is the news
-    error = root_failure({0: failure(0, 1, "another worker process failed", cause="peer", exit_code=1),
-                           1: failure(1, -9)}, tmp_path, max_restarts=1)
+    error = root_failure(
+        {0: failure(0, 1, "another worker process failed", cause="peer", exit_code=1), 1: failure(1, -9)},
+        tmp_path,
+        max_restarts=1,
+    )
     assert error.exit_code == 1 and "worker rank 1 (pid 101) was killed by SIGKILL (after 1 restart)" in str(error)
     assert f"continue with --resume --out {tmp_path}" in str(error)
     # the same bad input on every rank: rank 0's words and exit code, nothing added
-    error = root_failure({r: failure(r, 2, f"unknown dataset [{r}]", cause="error", exit_code=2) for r in (1, 0)},
-                          tmp_path, max_restarts=0)
+    error = root_failure(
+        {r: failure(r, 2, f"unknown dataset [{r}]", cause="error", exit_code=2) for r in (1, 0)},
+        tmp_path,
+        max_restarts=0,
+    )
     assert (error.exit_code, str(error)) == (2, "unknown dataset [0]")
 
 
@@ -321,7 +407,9 @@ def test_launch_errors_are_one_line_before_any_worker_starts(tmp_path, monkeypat
     def refused(*args: str, code: int = 2) -> str:
         assert cli.main(["run", *args]) == code
         err = capsys.readouterr().err
-        assert len([line for line in err.splitlines() if line.startswith("zoo: error:")]) == 1 and "Traceback" not in err
+        assert (
+            len([line for line in err.splitlines() if line.startswith("zoo: error:")]) == 1 and "Traceback" not in err
+        )
         return err
 
     assert "pass --device cuda" in refused(*TWO, "--device", "cuda:1")
@@ -357,8 +445,9 @@ def numbered(n: int) -> TensorImageDataset:
 @pytest.mark.parametrize("n, batch, world", [(10, 2, 3), (96, 8, 2), (7, 4, 2), (5, 1, 5)])
 def test_ranks_take_disjoint_shards_that_make_up_the_single_process_batches(n, batch, world):
     def epoch(rank: int, world: int, batch: int) -> list[list[int]]:
-        batches = iterate_batches(numbered(n), batch, shuffle=True, generator=torch.Generator().manual_seed(3),
-                                  rank=rank, world=world)
+        batches = iterate_batches(
+            numbered(n), batch, shuffle=True, generator=torch.Generator().manual_seed(3), rank=rank, world=world
+        )
         steps = [y.tolist() for _, y in batches]
         assert len(steps) == len(batches)
         return steps
@@ -390,8 +479,10 @@ def test_validation_shards_cover_every_sample_once_and_the_dataloader_path_agree
         loader = [y.tolist() for _, y in iterate_batches(Plain(), 2, shuffle=False, rank=rank, world=3)]
         assert tensors == loader
         seen += sum(tensors, [])
-        shuffled = [iterate_batches(data, 2, shuffle=True, generator=torch.Generator().manual_seed(1), rank=rank, world=3)
-                    for data in (numbered(11), Plain())]
+        shuffled = [
+            iterate_batches(data, 2, shuffle=True, generator=torch.Generator().manual_seed(1), rank=rank, world=3)
+            for data in (numbered(11), Plain())
+        ]
         assert [y.tolist() for _, y in shuffled[0]] == [y.tolist() for _, y in shuffled[1]]
     assert seen == list(range(11))
 

@@ -18,8 +18,20 @@ from zoo_tudui.model import Tudui
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "run"
-    run(RunConfig("tudui", "sgd", data="fake", epochs=1, batch_size=16, limit_train=32, limit_val=16,
-                  out=str(out), quiet=True, device="cpu"))
+    run(
+        RunConfig(
+            "tudui",
+            "sgd",
+            data="fake",
+            epochs=1,
+            batch_size=16,
+            limit_train=32,
+            limit_val=16,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     return out / "last.pt"
 
 

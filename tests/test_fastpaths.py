@@ -49,8 +49,18 @@ def probed_run(out: Path, steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[
         return real_getitem(self, index)
 
     monkeypatch.setattr(TensorImageDataset, "__getitem__", counting_getitem)
-    config = RunConfig(model="tudui", optimizer="sgd", data="fake", epochs=1, batch_size=BATCH,
-                       limit_train=steps * BATCH, limit_val=64, out=str(out), quiet=True, device="cpu")
+    config = RunConfig(
+        model="tudui",
+        optimizer="sgd",
+        data="fake",
+        epochs=1,
+        batch_size=BATCH,
+        limit_train=steps * BATCH,
+        limit_val=64,
+        out=str(out),
+        quiet=True,
+        device="cpu",
+    )
     with HostReads() as reads:
         run(config)
     return reads.count, items[0]

@@ -64,8 +64,25 @@ from zoo.testhooks import KILL_WORKER_ENV
 SEED = 20261125
 EPOCHS = 3
 STEPS_PER_EPOCH = 4  # 32 training images in batches of 8
-COMMAND = ("run", "tudui", "adam", "--data", "fake", "--limit-train", "32", "--limit-val", "8",
-           "--batch-size", "8", "--epochs", str(EPOCHS), "--device", "cpu", "--seed", "0")
+COMMAND = (
+    "run",
+    "tudui",
+    "adam",
+    "--data",
+    "fake",
+    "--limit-train",
+    "32",
+    "--limit-val",
+    "8",
+    "--batch-size",
+    "8",
+    "--epochs",
+    str(EPOCHS),
+    "--device",
+    "cpu",
+    "--seed",
+    "0",
+)
 # Where the kills are aimed, in a seeded order:
 #   start-up          at the process's first write (before any training)
 #   run-dir-write     inside the n-th write of config.yaml, metrics.jsonl or status.json
@@ -102,8 +119,10 @@ class Trial:
         return sum(1 for stop in released if stop == ("complete", name))
 
     def __str__(self) -> str:
-        return (f"{self.moment:<16}  {self.target:<28}  epochs {self.epochs_before} -> {self.epochs_after}  "
-                f"stops {len(self.stops)}  left {self.left}")
+        return (
+            f"{self.moment:<16}  {self.target:<28}  epochs {self.epochs_before} -> {self.epochs_after}  "
+            f"stops {len(self.stops)}  left {self.left}"
+        )
 
 
 def plan() -> list[Trial]:
@@ -167,8 +186,9 @@ def aim(trial: Trial, runs: Runs, out: Path) -> tuple[Forked, Path, dict | None]
     elif trial.moment == "start-up":
         n, trial.target = 1, f"first write, {trial.point}"
     else:
-        names = {"run-dir-write": RUN_FILES, "checkpoint-write": ("last.pt", "best.pt"),
-                 "last-write": ("last.pt",)}[trial.moment]
+        names = {"run-dir-write": RUN_FILES, "checkpoint-write": ("last.pt", "best.pt"), "last-write": ("last.pt",)}[
+            trial.moment
+        ]
         if trial.moment == "run-dir-write":
             n = 1 + int(trial.where * 2)  # every process writes at least config.yaml and status.json first
         trial.target = f"write {n} of {'/'.join(names)}, {trial.point}"
@@ -227,8 +247,15 @@ def uninterrupted(out: Path, env: dict[str, str]) -> None:
     """The reference: one plain ``python -m zoo`` run, never stopped."""
     log = out.parent / "reference.log"
     with open(log, "w") as f:
-        code = subprocess.run([sys.executable, "-m", "zoo", *COMMAND, "--out", str(out)], cwd=out.parent, env=env,
-                              stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "zoo", *COMMAND, "--out", str(out)],
+            cwd=out.parent,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        ).returncode
     assert code == 0, log.read_text()
 
 
@@ -254,8 +281,13 @@ def assert_same_run(out: Path, reference: Path) -> None:
         assert ours["epoch"] == theirs["epoch"] and (name == "best.pt" or ours["epoch"] == EPOCHS), name
         assert_bitwise_equal(ours["model"], theirs["model"], f"{out / name}: model")
         assert_bitwise_equal(ours["optimizer"], theirs["optimizer"], f"{out / name}: optimizer")
-    lines = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
-              for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (out, reference)]
+    lines = [
+        [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in (out, reference)
+    ]
     assert lines[0] == lines[1], out
 
 
@@ -284,8 +316,9 @@ def test_sigkill_at_chosen_moments_then_resume_equals_an_uninterrupted_run(tmp_p
                     shutil.copytree(out, copy, symlinks=True)
                 proc, log = runs.start(copy)
                 assert proc.wait(timeout=300) == 0, log.read_text()
-                assert first_epoch(log.read_text()) in ((done + 1,) if done < EPOCHS else (None, done + 1)), \
+                assert first_epoch(log.read_text()) in ((done + 1,) if done < EPOCHS else (None, done + 1)), (
                     log.read_text()
+                )
                 assert temp_files(copy) == {}, "the resumed run left temporary files behind"
                 resumed.append(copy)
             reference.result()
@@ -301,8 +334,18 @@ def test_sigkill_at_chosen_moments_then_resume_equals_an_uninterrupted_run(tmp_p
 
 
 def tiny(out: Path, **overrides) -> RunConfig:
-    fields = dict(model="tudui", optimizer="adam", data="fake", epochs=1, batch_size=16, limit_train=32,
-                  limit_val=16, out=str(out), quiet=True, device="cpu")
+    fields = dict(
+        model="tudui",
+        optimizer="adam",
+        data="fake",
+        epochs=1,
+        batch_size=16,
+        limit_train=32,
+        limit_val=16,
+        out=str(out),
+        quiet=True,
+        device="cpu",
+    )
     return RunConfig(**{**fields, **overrides})
 
 

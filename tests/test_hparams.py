@@ -35,7 +35,11 @@ def test_values_are_converted_to_the_signature_types(parse):
 @pytest.mark.parametrize(
     "name, opts, message",
     [
-        ("sgd", {"momentun": "0.9"}, "optimizer 'sgd' has no parameter 'momentun'; did you mean 'momentum'? valid: lr, momentum"),
+        (
+            "sgd",
+            {"momentun": "0.9"},
+            "optimizer 'sgd' has no parameter 'momentun'; did you mean 'momentum'? valid: lr, momentum",
+        ),
         ("sgd", {"momentum": "fast"}, "momentum must be a number, got 'fast'"),
         ("sgd", {"nesterov": "maybe"}, "nesterov must be a boolean"),
         ("lbfgs", {"history_size": "2.5"}, "history_size must be an integer, got '2.5'"),

@@ -160,7 +160,15 @@ def test_allow_list_limits_third_party_plugins(monkeypatch, plugin_dist, capsys)
 def test_every_hook_is_specified_and_documented():
     names = [n for n in dir(hookspecs) if n.startswith(("register_", "on_"))]
     assert sorted(names) == sorted(
-        ["register_models", "register_optimizers", "register_datasets", "on_run_start", "on_epoch_end", "on_checkpoint", "on_run_end"]
+        [
+            "register_models",
+            "register_optimizers",
+            "register_datasets",
+            "on_run_start",
+            "on_epoch_end",
+            "on_checkpoint",
+            "on_run_end",
+        ]
     )
     guide = (ROOT / "docs" / "plugins.md").read_text()
     for name in names:
@@ -178,11 +186,28 @@ def test_every_hook_has_a_test(tmp_path):
     hooks = sorted(n for n in dir(hookspecs) if n.startswith(("register_", "on_")))
     report = tmp_path / "hooks.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hookspy", "-k", "test_hook_",
-         str(ROOT / "tests")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "ZOO_TESTS_HOOKSPY": str(report),
-             "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)},
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "hookspy",
+            "-k",
+            "test_hook_",
+            str(ROOT / "tests"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "ZOO_TESTS_HOOKSPY": str(report),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep),
+        },
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     received = json.loads(report.read_text())
@@ -197,12 +222,15 @@ def test_hook_register_models(monkeypatch, plugin_dist):
 
 
 def test_hook_register_optimizers(monkeypatch, plugin_dist):
-    site = plugin_dist("optim", """
+    site = plugin_dist(
+        "optim",
+        """
         from zoo import hookimpl
         @hookimpl
         def register_optimizers(register):
             register("plain-sgd", "torch.optim:SGD", summary="SGD again", defaults={"lr": 0.5})
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(site))
     import torch
 
@@ -213,7 +241,9 @@ def test_hook_register_optimizers(monkeypatch, plugin_dist):
 
 
 def test_hook_register_datasets(monkeypatch, plugin_dist):
-    site = plugin_dist("data", """
+    site = plugin_dist(
+        "data",
+        """
         from zoo import hookimpl
         @hookimpl
         def register_datasets(register):
@@ -222,8 +252,10 @@ def test_hook_register_datasets(monkeypatch, plugin_dist):
             import torch
             from zoo.data import TensorImageDataset
             images = torch.full((6 if train else 2, 1, 4, 4), 255, dtype=torch.uint8)
-            return TensorImageDataset(images, torch.arange(images.shape[0]) % 2, mean=(0.5,), std=(0.5,), classes=["a", "b"])
-    """)
+            labels = torch.arange(images.shape[0]) % 2
+            return TensorImageDataset(images, labels, mean=(0.5,), std=(0.5,), classes=["a", "b"])
+    """,
+    )
     monkeypatch.syspath_prepend(str(site))
     registry = get_registry()
     entry = registry.dataset("ones")
@@ -243,8 +275,16 @@ def test_broken_plugin_leaves_every_command_working(zoo_cli, plugin_dist):
     assert "tudui" in {row["name"] for row in json.loads(listed.stdout)}
     assert listed.stderr.count("zoo: warning: plugin 'broken' failed to load: ImportError") == 1
     plugins = json.loads(zoo_cli("plugins", "--json").stdout)
-    assert plugins == [{"name": "broken", "version": "1.0", "hooks": [], "status": "failed",
-                        "error": "ImportError: cannot import name 'missing_thing' from 'somewhere'", "builtin": False}]
+    assert plugins == [
+        {
+            "name": "broken",
+            "version": "1.0",
+            "hooks": [],
+            "status": "failed",
+            "error": "ImportError: cannot import name 'missing_thing' from 'somewhere'",
+            "builtin": False,
+        }
+    ]
     assert zoo_cli("show", "adagrad").returncode == 0
     strict = zoo_cli("list", env={"ZOO_STRICT_PLUGINS": "1"})
     assert_user_error(strict, 2, "plugin 'broken' failed to load", "ZOO_STRICT_PLUGINS")
@@ -260,20 +300,41 @@ def example_site(tmp_path_factory) -> Path:
     """The example plugin, pip-installed into its own target directory (a real install)."""
     target = tmp_path_factory.mktemp("example-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT / "plugins" / "example-third-party")],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "plugins" / "example-third-party"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return target
 
 
+@pytest.mark.slow
 def test_example_plugin_installs_and_lists(zoo_cli, example_site):
     zoo_cli.paths.append(str(example_site))
     rows = json.loads(zoo_cli("list", "--json").stdout)
     mine = {(r["kind"], r["name"]) for r in rows if r["plugin"] == "example"}
     assert mine == {("model", "example-mlp"), ("optimizer", "example-signsgd"), ("dataset", "example-stripes")}
     plugins = json.loads(zoo_cli("plugins", "--json").stdout)
-    assert plugins == [{"name": "example", "version": "1.0.0", "status": "ok", "error": None, "builtin": False,
-                        "hooks": ["on_epoch_end", "register_datasets", "register_models", "register_optimizers"]}]
+    assert plugins == [
+        {
+            "name": "example",
+            "version": "1.0.0",
+            "status": "ok",
+            "error": None,
+            "builtin": False,
+            "hooks": ["on_epoch_end", "register_datasets", "register_models", "register_optimizers"],
+        }
+    ]
     everything = json.loads(zoo_cli("plugins", "--all", "--json").stdout)
     assert {p["name"] for p in everything if p["builtin"]} == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard"}

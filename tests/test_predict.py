@@ -20,8 +20,20 @@ from zoo.runner import RunConfig, run
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("predict") / "run"
-    run(RunConfig("tudui", "adam", data="fake", epochs=2, batch_size=16, limit_train=64, limit_val=16,
-                  out=str(out), quiet=True, device="cpu"))
+    run(
+        RunConfig(
+            "tudui",
+            "adam",
+            data="fake",
+            epochs=2,
+            batch_size=16,
+            limit_train=64,
+            limit_val=16,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     return out / "best.pt"
 
 

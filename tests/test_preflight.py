@@ -24,7 +24,7 @@ from zoo.preflight import (
 LINEAR = 10 * 5 * 4 + 5 * 4  # nn.Linear(10, 5) in float32: weight + bias = 220 bytes
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def registry(builtin_registry):
     return builtin_registry
 

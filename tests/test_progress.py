@@ -6,8 +6,14 @@ from zoo.progress import Progress
 
 
 def _line(epoch: int, accuracy: float) -> dict:
-    return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch, "val_accuracy": accuracy,
-            "seconds": 1.5, "lr": 0.1}
+    return {
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "val_loss": 2.0 / epoch,
+        "val_accuracy": accuracy,
+        "seconds": 1.5,
+        "lr": 0.1,
+    }
 
 
 def test_record_tracks_the_best_epoch_and_ties_keep_the_first():
@@ -46,5 +52,11 @@ def test_summary_holds_the_last_epoch():
     progress.record(_line(1, 0.25))
     progress.record(_line(2, 0.5))
     progress.add_training(100, 4.0)
-    assert progress.summary() == {"epochs": 2, "train_loss": 0.5, "val_loss": 1.0, "val_accuracy": 0.5,
-                                  "best_val_accuracy": 0.5, "images_per_second": 25.0}
+    assert progress.summary() == {
+        "epochs": 2,
+        "train_loss": 0.5,
+        "val_loss": 1.0,
+        "val_accuracy": 0.5,
+        "best_val_accuracy": 0.5,
+        "images_per_second": 25.0,
+    }

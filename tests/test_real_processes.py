@@ -18,7 +18,18 @@ import torch
 from conftest import ZooCLI, assert_user_error
 from zoo.testhooks import KILL_WORKER_ENV
 
-TINY = ["--data", "fake", "--limit-train", "48", "--limit-val", "16", "--batch-size", "16", "--device", "cpu"]  # 3 steps
+TINY = [
+    "--data",
+    "fake",
+    "--limit-train",
+    "48",
+    "--limit-val",
+    "16",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+]  # 3 steps
 
 
 def clean_exit(result) -> None:
@@ -35,8 +46,9 @@ def zoo_process(zoo_cli) -> ZooCLI:
 
 def test_an_interrupted_run_resumes_and_validates(zoo_process):
     # SIGINT after the 4th step: epoch 2, step 1 of 3 (ZOO_TEST_KILL_WORKER, no clock involved).
-    stopped = zoo_process("run", "tudui", "sgd", *TINY, "--epochs", "2", "--out", "r",
-                          env={KILL_WORKER_ENV: "0:4:SIGINT"})
+    stopped = zoo_process(
+        "run", "tudui", "sgd", *TINY, "--epochs", "2", "--out", "r", env={KILL_WORKER_ENV: "0:4:SIGINT"}
+    )
     assert_user_error(stopped, 130, "stopped by SIGINT at epoch 2, step 1/3", "--resume")
     checkpoint = torch.load(zoo_process.cwd / "r" / "last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["partial"]["epoch"], checkpoint["partial"]["step"]) == (1, 2, 1)
@@ -45,7 +57,10 @@ def test_an_interrupted_run_resumes_and_validates(zoo_process):
     assert resumed.returncode == 0, resumed.stderr
     clean_exit(resumed)
     summary = json.loads(resumed.stdout)
-    assert summary["epochs"] == 2 and json.loads((zoo_process.cwd / "r" / "status.json").read_text())["status"] == "finished"
+    assert (
+        summary["epochs"] == 2
+        and json.loads((zoo_process.cwd / "r" / "status.json").read_text())["status"] == "finished"
+    )
 
     validated = zoo_process("validate", "r/last.pt", "--limit-val", "16", "--json")
     assert validated.returncode == 0, validated.stderr

@@ -13,7 +13,8 @@ from zoo.preflight import check_compatible
 from zoo.registry import get_registry
 
 TORCH_OPTIMIZERS = sorted(
-    n for n, c in vars(torch.optim).items()
+    n
+    for n, c in vars(torch.optim).items()
     if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
 )
 
@@ -43,8 +44,9 @@ def test_registry_holds_the_seed(registry):
 
 def test_every_torch_optimizer_is_discovered(registry):
     # discovered from torch's source, so it follows the installed torch, not a hand-written list
-    plugin_optimizers = sorted(e.summary.removeprefix("torch.optim.") for e in registry.entries("optimizer")
-                               if e.plugin == "torch-optim")
+    plugin_optimizers = sorted(
+        e.summary.removeprefix("torch.optim.") for e in registry.entries("optimizer") if e.plugin == "torch-optim"
+    )
     assert plugin_optimizers == TORCH_OPTIMIZERS
     assert len(TORCH_OPTIMIZERS) >= 15
 
@@ -119,6 +121,7 @@ models:
 """
 
 
+@pytest.mark.slow
 def test_naive_top_level_add_module_is_refused_with_the_fix(tmp_path):
     registry = get_registry([write(tmp_path, NAIVE)])
     with pytest.raises(UsageError) as caught:
@@ -157,15 +160,34 @@ def test_classifier_add_module_appends_inside_the_sequential(registry):
 BAD_FILES = {
     "yaml-syntax": ("models:\n  x: [1, 2\n", ":3: invalid YAML"),
     "unknown-section": ("modles: {}\n", ":1: unknown section(s) ['modles']"),
-    "unknown-base": ("models:\n  mine:\n    base: vgg61\n", ":3: model 'mine': base must be a plugin's model: unknown model 'vgg61'; did you mean 'vgg16'?"),
-    "unknown-layer": ("models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n        layer: Linaer\n        args: [10, 10]\n", ":5: unknown layer 'Linaer': expected a torch.nn class; did you mean 'Linear'?"),
-    "not-a-layer": ("models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n        layer: functional\n", ":5: unknown layer 'functional'"),
-    "two-ops": ("models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, replace: b, layer: ReLU}\n", ":5: an edit needs exactly one of"),
-    "bad-placeholder": ("models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, layer: Linear, args: [10, $classes]}\n", ":5: unknown placeholder '$classes'"),
+    "unknown-base": (
+        "models:\n  mine:\n    base: vgg61\n",
+        ":3: model 'mine': base must be a plugin's model: unknown model 'vgg61'; did you mean 'vgg16'?",
+    ),
+    "unknown-layer": (
+        "models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n"
+        "        layer: Linaer\n        args: [10, 10]\n",
+        ":5: unknown layer 'Linaer': expected a torch.nn class; did you mean 'Linear'?",
+    ),
+    "not-a-layer": (
+        "models:\n  mine:\n    base: tudui\n    edits:\n      - append: extra\n        layer: functional\n",
+        ":5: unknown layer 'functional'",
+    ),
+    "two-ops": (
+        "models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, replace: b, layer: ReLU}\n",
+        ":5: an edit needs exactly one of",
+    ),
+    "bad-placeholder": (
+        "models:\n  mine:\n    base: tudui\n    edits:\n      - {append: a, layer: Linear, args: [10, $classes]}\n",
+        ":5: unknown placeholder '$classes'",
+    ),
     "duplicate-key": ("models:\n  mine:\n    base: tudui\n    base: vgg16\n", ":4: invalid YAML: duplicate key 'base'"),
     "bad-name": ("models:\n  Mine:\n    base: tudui\n", ":3: invalid model name 'Mine'"),
     "unknown-key": ("models:\n  mine:\n    base: tudui\n    edit: []\n", ":3: unknown key(s) ['edit']"),
-    "bad-hparams": ("optimizers:\n  fast:\n    base: sgd\n    hparams: [1, 2]\n", ":3: hparams of optimizer 'fast' must be a mapping"),
+    "bad-hparams": (
+        "optimizers:\n  fast:\n    base: sgd\n    hparams: [1, 2]\n",
+        ":3: hparams of optimizer 'fast' must be a mapping",
+    ),
     "duplicate-name": ("models:\n  tudui:\n    base: vgg16\n", "registered twice"),
 }
 
@@ -184,14 +206,27 @@ def test_bad_registry_file_names_the_line(tmp_path, case):
 
 
 BAD_BUILDS = {
-    "missing-path": ("replace: classifier.9\n        layer: Linear\n        args: [4096, $num_classes]", "no module 'classifier.9' in the model: classifier has no child '9' (its children: 0, 1, 2, 3, 4, 5, 6)"),
-    "wrong-shape": ("replace: classifier.6\n        layer: Linear\n        args: [4096, 7]", "outputs shape (2, 7) for a batch of 2, expected (2, 10)"),
-    "wrong-arg-type": ("replace: classifier.6\n        layer: Linear\n        args: [4096, ten]", "cannot build Linear(4096, 'ten')"),
-    "wrong-input-width": ("replace: classifier.6\n        layer: Linear\n        args: [1000, $num_classes]", "fails a dry forward pass"),
+    "missing-path": (
+        "replace: classifier.9\n        layer: Linear\n        args: [4096, $num_classes]",
+        "no module 'classifier.9' in the model: classifier has no child '9' (its children: 0, 1, 2, 3, 4, 5, 6)",
+    ),
+    "wrong-shape": (
+        "replace: classifier.6\n        layer: Linear\n        args: [4096, 7]",
+        "outputs shape (2, 7) for a batch of 2, expected (2, 10)",
+    ),
+    "wrong-arg-type": (
+        "replace: classifier.6\n        layer: Linear\n        args: [4096, ten]",
+        "cannot build Linear(4096, 'ten')",
+    ),
+    "wrong-input-width": (
+        "replace: classifier.6\n        layer: Linear\n        args: [1000, $num_classes]",
+        "fails a dry forward pass",
+    ),
     "freeze-nothing": ("freeze: 'head.*'", "matches no parameter"),
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_BUILDS))
 def test_bad_edit_is_refused_when_built(tmp_path, case):
     edit, expected = BAD_BUILDS[case]
@@ -204,7 +239,9 @@ def test_bad_edit_is_refused_when_built(tmp_path, case):
 
 
 def test_freeze_and_user_presets(tmp_path, monkeypatch):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         models:
           tudui-frozen:
             base: tudui
@@ -215,7 +252,8 @@ def test_freeze_and_user_presets(tmp_path, monkeypatch):
           slow-sgd:
             base: sgd
             hparams: {lr: 0.001, momentum: 0.5}
-    """)
+    """,
+    )
     monkeypatch.setenv("ZOO_REGISTRY", path)
     registry = get_registry()
     model = registry.build_model("tudui-frozen", 10)

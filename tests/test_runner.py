@@ -26,16 +26,37 @@ from zoo.runner import Interrupted, RunConfig, run, train_step, validate
 from zoo_tudui.model import Tudui
 
 SUMMARY_KEYS = {
-    "run_dir", "model", "optimizer", "dataset", "device", "epochs", "train_loss", "val_loss",
-    "val_accuracy", "best_val_accuracy", "last_checkpoint", "best_checkpoint", "images_per_second",
+    "run_dir",
+    "model",
+    "optimizer",
+    "dataset",
+    "device",
+    "epochs",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "best_val_accuracy",
+    "last_checkpoint",
+    "best_checkpoint",
+    "images_per_second",
 }
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "lr"}
 
 
 def tiny(out: Path, **overrides) -> RunConfig:
     """Tudui + Adam on 64 fake images in batches of 16 (4 steps an epoch), 32 to validate."""
-    fields = dict(model="tudui", optimizer="adam", data="fake", epochs=1, batch_size=16, limit_train=64,
-                  limit_val=32, out=str(out), quiet=True, device="cpu")
+    fields = dict(
+        model="tudui",
+        optimizer="adam",
+        data="fake",
+        epochs=1,
+        batch_size=16,
+        limit_train=64,
+        limit_val=32,
+        out=str(out),
+        quiet=True,
+        device="cpu",
+    )
     fields.update(overrides)
     return RunConfig(**fields)
 
@@ -66,7 +87,13 @@ def test_run_writes_the_run_directory_and_returns_the_summary(tmp_path):
     assert summary["model"] == "tudui" and summary["optimizer"] == "adam" and summary["dataset"] == "fake"
     assert summary["last_checkpoint"] == str(out / "last.pt") and summary["best_checkpoint"] == str(out / "best.pt")
     assert summary["images_per_second"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "status.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
+        "config.yaml",
+        "last.pt",
+        "metrics.jsonl",
+        "status.json",
+    ]
     status = json.loads((out / "status.json").read_text())
     assert (status["status"], status["epochs_done"], status["error"]) == ("finished", 2, None)
 
@@ -243,12 +270,17 @@ def test_a_nan_loss_stops_with_a_run_error_and_keeps_the_last_good_checkpoint(tm
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
 
 
-@pytest.mark.parametrize("check_every, nan_at_call, where", [
-    (3, 2, "epoch 1, step 2/4"),   # found by the check after step 3
-    (2, 4, "epoch 1, step 4/4"),   # in the second window (steps 3-4)
-    (3, 8, "epoch 2, step 4/4"),   # after the last window: by the check at the epoch's end
-])
-def test_the_nan_check_names_the_step_whichever_window_it_falls_in(tmp_path, monkeypatch, check_every, nan_at_call, where):
+@pytest.mark.parametrize(
+    "check_every, nan_at_call, where",
+    [
+        (3, 2, "epoch 1, step 2/4"),  # found by the check after step 3
+        (2, 4, "epoch 1, step 4/4"),  # in the second window (steps 3-4)
+        (3, 8, "epoch 2, step 4/4"),  # after the last window: by the check at the epoch's end
+    ],
+)
+def test_the_nan_check_names_the_step_whichever_window_it_falls_in(
+    tmp_path, monkeypatch, check_every, nan_at_call, where
+):
     real, calls = runner.train_step, [0]
 
     def step(*args, **kwargs):
@@ -324,7 +356,9 @@ def _gray16(train, root, download):
 
 
 def _rgba(train, root, download):
-    return TensorImageDataset(torch.zeros(8, 4, 32, 32, dtype=torch.uint8), torch.zeros(8), mean=(0.5,) * 4, std=(0.5,) * 4)
+    return TensorImageDataset(
+        torch.zeros(8, 4, 32, 32, dtype=torch.uint8), torch.zeros(8), mean=(0.5,) * 4, std=(0.5,) * 4
+    )
 
 
 def test_one_channel_data_through_a_dataloader_is_adapted_to_the_model(tmp_path):
@@ -395,7 +429,9 @@ def test_hook_on_epoch_end(tmp_path):
     epochs = [e for e in _recorded(tmp_path) if e[0] == "epoch"]
     assert [e[1] for e in epochs] == [1, 2]
     assert set(epochs[0][2]) == METRIC_KEYS
-    assert [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [e[2] for e in epochs]
+    assert [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [
+        e[2] for e in epochs
+    ]
 
 
 def test_hook_on_checkpoint(tmp_path):
@@ -447,7 +483,9 @@ def test_weights_method_1_needs_trust(tmp_path, capsys):
 def test_weights_of_another_model_name_the_first_mismatched_keys(tmp_path):
     path = tmp_path / "linear.pth"
     torch.save(nn.Sequential(nn.Linear(3, 2)).state_dict(), path)
-    with pytest.raises(UsageError, match=r"does not fit base model 'tudui': missing keys model\.0\.weight.*unexpected keys 0\.weight"):
+    with pytest.raises(
+        UsageError, match=r"does not fit base model 'tudui': missing keys model\.0\.weight.*unexpected keys 0\.weight"
+    ):
         run(tiny(tmp_path / "r", weights=str(path)))
     wrong_classes = tmp_path / "tudui5.pth"
     torch.save(Tudui(5).state_dict(), wrong_classes)
@@ -505,8 +543,11 @@ def test_train_step_works_for_lbfgs_through_the_closure():
 def test_validate_reproduces_the_runs_last_validation(tmp_path):
     summary = run(tiny(tmp_path / "r", epochs=2))
     result = validate(tmp_path / "r" / "last.pt", device="cpu", limit_val=32)
-    assert result == {"val_loss": pytest.approx(summary["val_loss"], rel=1e-5),
-                      "val_accuracy": summary["val_accuracy"], "samples": 32}
+    assert result == {
+        "val_loss": pytest.approx(summary["val_loss"], rel=1e-5),
+        "val_accuracy": summary["val_accuracy"],
+        "samples": 32,
+    }
     assert validate(tmp_path / "r" / "best.pt", limit_val=10)["samples"] == 10
     with pytest.raises(UsageError, match="config.yaml is not a torch file: it looks like a text file"):
         validate(tmp_path / "r" / "config.yaml")

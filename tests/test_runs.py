@@ -23,8 +23,9 @@ def runs_root(zoo_cli):
     lines = (finished / "metrics.jsonl").read_text().splitlines()
     lines[-1] = json.dumps({**json.loads(lines[-1]), "val_accuracy": 0.5})  # the best epoch is not the last
     (finished / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    write_run(root, "tudui-adam-20261125-220000", optimizer="adam", epochs=10, done=4,
-              started="2026-11-25T22:00:00+00:00")
+    write_run(
+        root, "tudui-adam-20261125-220000", optimizer="adam", epochs=10, done=4, started="2026-11-25T22:00:00+00:00"
+    )
     broken = write_run(root, "vgg16-sgd-20261125-213000", model="vgg16", started="2026-11-25T21:30:00+00:00")
     (broken / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 2.1}\nnot json\n')
     (root / "notes").mkdir()  # not a run: no run files in it
@@ -63,7 +64,18 @@ def test_runs_table(zoo_cli, runs_root):
     result = zoo_cli("runs", "runs")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "MODEL", "OPTIMIZER", "DATASET", "EPOCHS", "BEST", "ACC", "STATUS", "STARTED", "ERROR"]
+    assert lines[0].split() == [
+        "RUN",
+        "MODEL",
+        "OPTIMIZER",
+        "DATASET",
+        "EPOCHS",
+        "BEST",
+        "ACC",
+        "STATUS",
+        "STARTED",
+        "ERROR",
+    ]
     assert "10/10" in lines[1] and "finished" in lines[1]
     assert "failed" in lines[2] and "metrics.jsonl line 2" in lines[2]
     assert "4/10" in lines[3] and "interrupted" in lines[3]
@@ -79,21 +91,46 @@ def test_runs_errors_and_empty(zoo_cli):
 
 
 def test_status_json_is_read_when_present_and_inferred_otherwise(tmp_path):
-    write_run(tmp_path, "nan", epochs=10, done=3, started="2026-11-25T21:00:00Z",
-              status={"status": "failed", "updated": "2026-11-25T21:03:00Z", "epochs_done": 3,
-                      "error": "loss is NaN at epoch 4"})
-    write_run(tmp_path, "now", epochs=10, done=2, started="2026-11-25T21:01:00Z",
-              status={"status": "running", "updated": "2026-11-25T21:02:00Z", "epochs_done": 2})
+    write_run(
+        tmp_path,
+        "nan",
+        epochs=10,
+        done=3,
+        started="2026-11-25T21:00:00Z",
+        status={
+            "status": "failed",
+            "updated": "2026-11-25T21:03:00Z",
+            "epochs_done": 3,
+            "error": "loss is NaN at epoch 4",
+        },
+    )
+    write_run(
+        tmp_path,
+        "now",
+        epochs=10,
+        done=2,
+        started="2026-11-25T21:01:00Z",
+        status={"status": "running", "updated": "2026-11-25T21:02:00Z", "epochs_done": 2},
+    )
     # killed before its first epoch: no metrics.jsonl yet, status.json says so
-    starting = write_run(tmp_path, "starting", done=0, started="2026-11-25T21:02:00Z",
-                         status={"status": "interrupted", "updated": "2026-11-25T21:02:05Z", "epochs_done": 0})
+    starting = write_run(
+        tmp_path,
+        "starting",
+        done=0,
+        started="2026-11-25T21:02:00Z",
+        status={"status": "interrupted", "updated": "2026-11-25T21:02:05Z", "epochs_done": 0},
+    )
     (starting / "metrics.jsonl").unlink()
     stopped = write_run(tmp_path, "stopped", epochs=10, done=10, started="2026-11-25T21:03:00Z")
     (stopped / "status.json").write_text("{half")  # unreadable: fall back to inferring
     rows = {r["run_dir"].rsplit(os.sep, 1)[-1]: r for r in list_runs(tmp_path)}
     assert (rows["nan"]["status"], rows["nan"]["error"]) == ("failed", "loss is NaN at epoch 4")
     assert (rows["now"]["status"], rows["now"]["epochs_done"]) == ("running", 2)
-    assert (rows["starting"]["status"], rows["starting"]["epochs_done"], rows["starting"]["error"]) == ("interrupted", 0, None)
+    assert (rows["starting"]["status"], rows["starting"]["epochs_done"], rows["starting"]["error"]) == (
+        "interrupted",
+        0,
+        None,
+    )
     assert rows["stopped"]["status"] == "finished"
 
 

@@ -15,13 +15,19 @@ from zoo.plugins import get_plugin_host
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
 
-import zoo_tensorboard  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+import zoo_tensorboard  # noqa: E402
 
 
 def fake_run(run_dir, *, tensorboard=True, start_epoch=0):
-    return SimpleNamespace(run_dir=run_dir, config=SimpleNamespace(tensorboard=tensorboard),
-                           model=None, optimizer=None, start_epoch=start_epoch)
+    return SimpleNamespace(
+        run_dir=run_dir,
+        config=SimpleNamespace(tensorboard=tensorboard),
+        model=None,
+        optimizer=None,
+        start_epoch=start_epoch,
+    )
 
 
 def train(host, run, epochs, *, speed=0.35, end=True):
@@ -93,7 +99,9 @@ def test_off_unless_the_run_asks(tmp_path, host):
 def test_require_says_what_to_install(monkeypatch):
     zoo_tensorboard.require()  # installed: nothing to say
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
-    with pytest.raises(UsageError, match=r"--tensorboard needs the tensorboard package: pip install 'tudui-zoo\[tensorboard\]'"):
+    with pytest.raises(
+        UsageError, match=r"--tensorboard needs the tensorboard package: pip install 'tudui-zoo\[tensorboard\]'"
+    ):
         zoo_tensorboard.require()
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -32,8 +32,23 @@ from zoo.cli import main
 from zoo.runner import RunConfig, run
 from zoo_tudui.model import Tudui
 
-TRAIN = ("run", "tudui", "sgd", "--data", "fake", "--limit-train", "8", "--limit-val", "8", "--epochs", "2",
-         "--batch-size", "4", "--device", "cpu")
+TRAIN = (
+    "run",
+    "tudui",
+    "sgd",
+    "--data",
+    "fake",
+    "--limit-train",
+    "8",
+    "--limit-val",
+    "8",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+)
 
 
 class Payload:
@@ -55,10 +70,18 @@ def zoo_like(payload: Payload) -> dict:
 CRAFTED = {
     "torch.save-os.system": (lambda f, m: torch.save(zoo_like(Payload(os.system, f"touch '{m}'")), f), "posix.system"),
     "torch.save-legacy-os.mkdir": (
-        lambda f, m: torch.save(zoo_like(Payload(os.mkdir, m)), f, _use_new_zipfile_serialization=False), "posix.mkdir"),
+        lambda f, m: torch.save(zoo_like(Payload(os.mkdir, m)), f, _use_new_zipfile_serialization=False),
+        "posix.mkdir",
+    ),
     "torch.save-exec": (lambda f, m: torch.save([Payload(exec, f"open({m!r}, 'w').close()")], f), "exec"),
-    "pickle-protocol-2": (lambda f, m: Path(f).write_bytes(pickle.dumps(Payload(os.mkdir, m), protocol=2)), "posix.mkdir"),
-    "pickle-protocol-5": (lambda f, m: Path(f).write_bytes(pickle.dumps(Payload(os.system, f"touch '{m}'"), protocol=5)), None),
+    "pickle-protocol-2": (
+        lambda f, m: Path(f).write_bytes(pickle.dumps(Payload(os.mkdir, m), protocol=2)),
+        "posix.mkdir",
+    ),
+    "pickle-protocol-5": (
+        lambda f, m: Path(f).write_bytes(pickle.dumps(Payload(os.system, f"touch '{m}'"), protocol=5)),
+        None,
+    ),
 }
 
 
@@ -97,7 +120,11 @@ def test_a_file_whose_loading_would_run_code_is_refused_by_every_command(zoo_for
         error = result.stderr.strip()
         assert_user_error(result, 2, named)
         if unsafe:
-            for needle in (f"refused: it pickles Python objects ({unsafe})", "weights_only=False", "--trust only if you trust"):
+            for needle in (
+                f"refused: it pickles Python objects ({unsafe})",
+                "weights_only=False",
+                "--trust only if you trust",
+            ):
                 assert needle in error, (command, error)
         else:  # no torch file at all: refused before any unpickling
             assert "not a torch file: a plain pickle" in error, (command, error)
@@ -126,7 +153,9 @@ def test_a_whole_pickled_model_needs_trust_and_says_why(zoo_fork):
 def test_a_crafted_cifar10_directory_is_refused_without_running_code(zoo_fork, tmp_path):
     marker = tmp_path / "CODE-RAN"
     base = datafiles.write_cifar10_dir(zoo_fork.cwd / "cifar")
-    (base / "data_batch_2").write_bytes(pickle.dumps({"data": Payload(os.system, f"touch '{marker}'"), "labels": []}, protocol=2))
+    (base / "data_batch_2").write_bytes(
+        pickle.dumps({"data": Payload(os.system, f"touch '{marker}'"), "labels": []}, protocol=2)
+    )
     result = zoo_fork(*TRAIN[:4], "cifar10", "--data-dir", "cifar", "--out", "r")
     assert_user_error(result, 2, "cifar/cifar-10-batches-py/data_batch_2", "posix.system", "refused")
     assert not marker.exists() and not (zoo_fork.cwd / "r").exists()
@@ -138,8 +167,20 @@ def test_a_crafted_cifar10_directory_is_refused_without_running_code(zoo_fork, t
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("good") / "run"
-    run(RunConfig("tudui", "sgd", data="fake", epochs=1, batch_size=4, limit_train=8, limit_val=8, out=str(out),
-                  quiet=True, device="cpu"))
+    run(
+        RunConfig(
+            "tudui",
+            "sgd",
+            data="fake",
+            epochs=1,
+            batch_size=4,
+            limit_train=8,
+            limit_val=8,
+            out=str(out),
+            quiet=True,
+            device="cpu",
+        )
+    )
     return out / "last.pt"
 
 
@@ -163,14 +204,27 @@ def _safetensors(path: Path, good: Path) -> None:
 BROKEN = {
     "zero-bytes": (lambda p, g: p.write_bytes(b""), "is empty (0 bytes)", "is empty (0 bytes)"),
     "truncated": (_truncated, "is truncated or corrupt", "is truncated or corrupt"),
-    "empty-checkpoint": (lambda p, g: torch.save({}, p), "is not a zoo checkpoint: it is a dict with keys []",
-                         "--weights broken.pt holds a dict (keys []), not a state_dict of tensors; pass a file of parameter names to tensors"),
-    "png-renamed": (_png, "is not a torch file: it looks like a PNG image", "is not a torch file: it looks like a PNG image"),
-    "safetensors": (_safetensors, "is not a zoo checkpoint: it is a safetensors file (2 tensors",
-                    "does not fit base model 'tudui': missing keys model.0.weight"),
-    "another-models-state-dict": (lambda p, g: torch.save(nn.Linear(3, 2).state_dict(), p),
-                                  "is not a zoo checkpoint: it is a plain state_dict (2 tensors",
-                                  "does not fit base model 'tudui': missing keys model.0.weight"),
+    "empty-checkpoint": (
+        lambda p, g: torch.save({}, p),
+        "is not a zoo checkpoint: it is a dict with keys []",
+        "--weights broken.pt holds a dict (keys []), not a state_dict of tensors; "
+        "pass a file of parameter names to tensors",
+    ),
+    "png-renamed": (
+        _png,
+        "is not a torch file: it looks like a PNG image",
+        "is not a torch file: it looks like a PNG image",
+    ),
+    "safetensors": (
+        _safetensors,
+        "is not a zoo checkpoint: it is a safetensors file (2 tensors",
+        "does not fit base model 'tudui': missing keys model.0.weight",
+    ),
+    "another-models-state-dict": (
+        lambda p, g: torch.save(nn.Linear(3, 2).state_dict(), p),
+        "is not a zoo checkpoint: it is a plain state_dict (2 tensors",
+        "does not fit base model 'tudui': missing keys model.0.weight",
+    ),
 }
 
 
@@ -191,7 +245,14 @@ def test_a_broken_file_is_one_line_naming_it_and_the_problem(zoo_fork, good_chec
 
 @pytest.mark.parametrize(
     "version, safe",
-    [("2.14.1", True), ("2.10.0a0+git1234", True), ("3.0.0", True), ("2.9.1+cu128", False), ("2.6.0", False), ("1.13.1", False)],
+    [
+        ("2.14.1", True),
+        ("2.10.0a0+git1234", True),
+        ("3.0.0", True),
+        ("2.9.1+cu128", False),
+        ("2.6.0", False),
+        ("1.13.1", False),
+    ],
 )
 def test_torch_version_parsing(monkeypatch, version, safe):
     monkeypatch.setattr(torch, "__version__", version)
@@ -202,7 +263,9 @@ def test_a_torch_older_than_2_10_refuses_to_load_anything(monkeypatch, capsys, g
     monkeypatch.setattr(checkpoint, "torch_version", lambda: (2, 5))
     assert main(["validate", str(good_checkpoint), "--device", "cpu"]) == 2
     error = capsys.readouterr().err
-    assert error.count("zoo: error:") == 1 and error.startswith(f"zoo: error: torch {torch.__version__} cannot load files safely")
+    assert error.count("zoo: error:") == 1 and error.startswith(
+        f"zoo: error: torch {torch.__version__} cannot load files safely"
+    )
     assert "CVE-2025-32434" in error and "pip install 'torch>=2.10'" in error
     monkeypatch.undo()
     assert main(["validate", str(good_checkpoint), "--device", "cpu", "--json"]) == 0

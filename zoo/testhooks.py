@@ -117,8 +117,9 @@ def kill_at(rank: int) -> tuple[int, signal.Signals] | None:
         sig = signal.Signals[name[0]] if name else signal.SIGKILL
         target = (int(who), int(step))
     except (ValueError, KeyError):
-        raise UsageError(f"{KILL_WORKER_ENV} must be RANK:STEP or RANK:STEP:SIGNAL (e.g. 0:5:SIGINT), "
-                         f"got {text!r}") from None
+        raise UsageError(
+            f"{KILL_WORKER_ENV} must be RANK:STEP or RANK:STEP:SIGNAL (e.g. 0:5:SIGINT), got {text!r}"
+        ) from None
     if _restart_count() or target[0] != rank:
         return None
     return target[1], sig
