@@ -134,10 +134,13 @@ def zoo_fork(tmp_path, fork_server) -> ZooCLI:
 
 
 def assert_user_error(result: subprocess.CompletedProcess, code: int = 2, *needles: str) -> None:
-    """One ``zoo: error:`` line, the given exit code, no traceback."""
+    """One ``zoo: error:`` line (``zoo: stopped:`` for 130 and 143: a signal is not an error),
+    the given exit code, no traceback."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("zoo: error:")]
+    prefix = "zoo: stopped:" if code in (130, 143) else "zoo: error:"
+    assert not (code in (130, 143) and "zoo: error:" in result.stderr), result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])

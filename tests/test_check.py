@@ -21,7 +21,7 @@ from torch import nn
 from zoo import preflight as pf
 from zoo.check import run_check
 from zoo.entries import ModelEntry, OptimizerEntry
-from zoo.errors import UsageError
+from zoo.errors import UnknownNameError, UsageError
 from zoo.registry import Registry
 
 BUDGET_S = 60.0  # for steps that must finish: milliseconds of work, whatever the load
@@ -173,7 +173,19 @@ def test_children_work_after_multithreaded_use():
 
 def test_globs_that_match_nothing_are_usage_errors():
     registry = make_registry(("sgd", torch.optim.SGD))
-    with pytest.raises(UsageError, match="no model matches 'vgg61'"):
-        run_check(models="vgg61", registry=registry)
+    with pytest.raises(UsageError, match=r"no model matches 'vgg\*' \(zoo list models\)"):
+        run_check(models="vgg*", registry=registry)
     with pytest.raises(UsageError, match=r"no optimizer matches 'x\*'"):
         run_check(optimizers="x*", registry=registry)
+
+
+def test_an_unknown_name_is_the_registrys_error():
+    # a name without glob characters is a name: the registry's message, its suggestion of the
+    # same kind (never an optimizer for a model), as zoo show and zoo run report it
+    registry = make_registry(("sgd", torch.optim.SGD))
+    with pytest.raises(UnknownNameError) as caught:
+        run_check(models="tinyy", registry=registry)
+    assert str(caught.value) == "unknown model 'tinyy'; did you mean 'tiny'? (zoo list models)"
+    with pytest.raises(UnknownNameError) as caught:
+        run_check(models="tiny", optimizers="tiny", registry=registry)
+    assert str(caught.value) == "unknown optimizer 'tiny' (zoo list optimizers)"

@@ -318,3 +318,22 @@ def test_plain_torchvision_vgg16_with_the_seeds_edit_loads_a_zoo_checkpoint(tmp_
     plain = vgg16()
     plain.classifier[6] = nn.Linear(4096, 10)  # the seed's edit
     plain.load_state_dict(torch.load(out / "last.pt", weights_only=True)["model"], strict=True)
+
+
+def test_a_truncated_checkpoint_says_torchs_first_sentence_never_a_word_cut_in_half(tmp_path):
+    torch.save({"a": torch.ones(1000)}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    path = tmp_path / "cut.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception) as raw:
+        torch.load(path, weights_only=True)
+    torch_text = " ".join(str(raw.value).split())
+    with pytest.raises(UsageError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "truncated or corrupt (" in message and message.endswith(")")
+    detail = message.split("truncated or corrupt (", 1)[1][:-1]
+    said = detail.split(": ", 1)[1]  # after the exception's type name
+    assert torch_text.startswith(said)
+    # the whole text, or whole sentences of it: never cut mid-word
+    assert said == torch_text or (said.endswith(".") and torch_text[len(said)] == " ")

@@ -46,6 +46,46 @@ def test_list_kind_and_pattern(zoo_cli):
     assert text.splitlines()[0].split() == ["KIND", "NAME", "PLUGIN", "SUMMARY"] and "digits" in text
 
 
+@pytest.mark.parametrize(
+    "singular, plural", [("model", "models"), ("optimizer", "optimizers"), ("dataset", "datasets")]
+)
+def test_list_takes_a_kind_singular_or_plural(zoo_fork, singular, plural):
+    rows = json.loads(zoo_fork("list", plural, "--json").stdout)
+    assert rows and zoo_fork("list", singular, "--json").stdout == zoo_fork("list", plural, "--json").stdout
+    pattern = rows[0]["name"][:2] + "*"
+    with_pattern = zoo_fork("list", singular, pattern, "--json")
+    assert with_pattern.returncode == 0, with_pattern.stderr
+    assert json.loads(with_pattern.stdout) == json.loads(zoo_fork("list", plural, pattern, "--json").stdout)
+
+
+def test_list_of_a_glob_that_matches_nothing_is_not_an_error(zoo_fork):
+    result = zoo_fork("list", "models", "nosuch*")
+    assert result.returncode == 0 and result.stderr.strip() == "nothing matches 'nosuch*'"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["show", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (["show", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
+        (["show", "digts"], "unknown dataset 'digts'; did you mean 'digits'? (zoo list datasets)"),
+        (["show", "qqqqqq"], "unknown model, optimizer or dataset 'qqqqqq' (zoo list)"),
+        (["run", "vgg61", "sgd"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (["run", "tudui", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
+        (["check", "--models", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (
+            ["check", "--models", "tudui", "--optimizers", "adamm"],
+            "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)",
+        ),
+        (["check", "--models", "nosuch*"], "no model matches 'nosuch*' (zoo list models)"),  # a glob
+    ],
+)
+def test_an_unknown_name_is_reported_one_way_everywhere(zoo_fork, args, message):
+    result = zoo_fork(*args)
+    assert_user_error(result, 2)
+    assert result.stderr.strip() == f"zoo: error: {message}"
+
+
 @pytest.mark.parametrize("command", [["list", "--json"], ["plugins", "--all", "--json"], ["list", "optimizers"]])
 def test_registry_commands_do_not_import_torch(command):
     code = (
@@ -96,7 +136,7 @@ def test_naive_add_module_is_refused_on_the_command_line(zoo_cli, tmp_path):
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["show", "vgg61"], ["unknown name 'vgg61'; did you mean 'vgg16'?"]),
+        (["show", "vgg61"], ["unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"]),
         (["list", "modles", "x"], ["unknown kind 'modles'"]),
         (["run", "tudui"], ["the following arguments are required: optimizer"]),
         (["run", "tudui", "sgd", "--epochs", "0"], ["argument --epochs: expected a positive integer, got 0"]),

@@ -38,11 +38,12 @@ def test_start_and_epoch_lines_through_pluggy():
     host.emit("on_epoch_end", run=run, epoch=2, metrics=line)
     worse = {**line, "epoch": 3, "val_accuracy": 0.5}
     progress.record(worse)
+    progress.add_training(1437, 1.0)  # twice as fast: the line shows this epoch's rate, not the run's 958
     host.emit("on_epoch_end", run=run, epoch=3, metrics=worse)
     assert stream.getvalue().splitlines() == [
         "zoo: tudui + sgd on digits (1437 train / 360 val) on cpu, epochs 2-3 -> runs/r",
         "epoch 2/3  train_loss 0.5000  val_loss 0.2500  val_accuracy 0.8750 (best)  3.2s  718 img/s",
-        "epoch 3/3  train_loss 0.5000  val_loss 0.2500  val_accuracy 0.5000  3.2s  718 img/s",
+        "epoch 3/3  train_loss 0.5000  val_loss 0.2500  val_accuracy 0.5000  3.2s  1,437 img/s",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def trained_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def test_state_dict_loads_strictly_into_a_fresh_registry_model(tmp_path, checkpoint):
+    (tmp_path / "sub").mkdir()  # export writes into an existing directory, never creates one
     path = export(checkpoint, "state-dict", tmp_path / "sub" / "tudui.pth")
     assert path == tmp_path / "sub" / "tudui.pth"
     model = get_registry().build_model("tudui", 10)
@@ -97,3 +99,68 @@ def test_bad_exports_are_refused(tmp_path, checkpoint):
     with pytest.raises(UsageError, match="not a zoo checkpoint"):
         export(state, "full", tmp_path / "y.pt")
     assert load_checkpoint(checkpoint)["epoch"] == 1
+
+
+def _formats() -> list[str]:
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return ["state-dict", "full"]
+    return ["state-dict", "full", "safetensors"]
+
+
+def _temporaries(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", _formats())
+def test_an_existing_output_is_refused_unless_force_and_then_replaced_atomically(
+    tmp_path, checkpoint, fmt, monkeypatch
+):
+    out = tmp_path / "existing.txt"
+    out.write_text("my notes\n")
+    with pytest.raises(UsageError, match=rf"-o {re.escape(str(out))} exists.*--force"):
+        export(checkpoint, fmt, out)
+    assert out.read_text() == "my notes\n"
+    # with --force the old file stays whole until the new one is complete: a failed write keeps it
+    import zoo.files
+
+    def no_space(src, dst):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zoo.files.os, "replace", no_space)
+        with pytest.raises(Exception, match="No space left"):
+            export(checkpoint, fmt, out, force=True)
+    assert out.read_text() == "my notes\n" and _temporaries(tmp_path) == []
+    assert export(checkpoint, fmt, out, force=True) == out
+    assert out.read_bytes() != b"my notes\n" and _temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", _formats())
+def test_a_missing_output_directory_is_refused_not_created(tmp_path, checkpoint, fmt):
+    out = tmp_path / "nowhere" / "deeper" / "model.pth"
+    with pytest.raises(UsageError, match=rf"{re.escape(str(tmp_path / 'nowhere' / 'deeper'))} does not exist"):
+        export(checkpoint, fmt, out, force=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_refuses_overwrites_and_missing_directories_and_changes_nothing(zoo_fork, checkpoint):
+    import shutil
+
+    cwd = zoo_fork.cwd
+    shutil.copy(checkpoint, cwd / "last.pt")
+    (cwd / "existing.txt").write_text("my notes\n")
+    before = sorted(p.name for p in cwd.iterdir())
+
+    from conftest import assert_user_error
+
+    result = zoo_fork("export", "last.pt", "--format", "state-dict", "-o", "existing.txt")
+    assert_user_error(result, 2, "existing.txt exists", "--force")
+    result = zoo_fork("export", "last.pt", "--format", "full", "-o", "nonexistent_dir/x.pth")
+    assert_user_error(result, 2, "nonexistent_dir does not exist")
+    assert sorted(p.name for p in cwd.iterdir()) == before and (cwd / "existing.txt").read_text() == "my notes\n"
+
+    result = zoo_fork("export", "last.pt", "--format", "state-dict", "-o", "existing.txt", "--force")
+    assert result.returncode == 0, result.stderr
+    assert set(torch.load(cwd / "existing.txt", weights_only=True)) == set(trained_state(checkpoint))

@@ -136,12 +136,103 @@ def test_strict_mode_makes_failures_fatal(monkeypatch, plugin_dist):
 
 
 def test_duplicate_name_names_both_plugins(monkeypatch, plugin_dist):
+    # under ZOO_STRICT_PLUGINS a clash stays fatal, naming both plugins
     site = plugin_dist("copycat", DUPLICATE)
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
     with pytest.raises(DuplicateNameError) as caught:
         get_registry()
     message = str(caught.value)
-    assert "model 'tudui'" in message and "plugin 'tudui'" in message and "plugin 'copycat'" in message
+    assert "model 'tudui' is registered twice" in message and "ZOO_STRICT_PLUGINS" in message
+    assert "built-in plugin 'tudui'" in message and "plugin 'copycat'" in message
+
+
+# Each of two third-party plugins takes two built-in names (a plugin's, and registry.yaml's
+# preset), an optimizer's name, and one name the other takes too.
+CLASHING = """
+from zoo import hookimpl
+
+@hookimpl
+def register_models(register):
+    register("tudui", "x:y", summary="a second tudui")
+    register("vgg16-add-linear", "x:y", summary="a name registry.yaml declares")
+    register("shared-net", "{plugin}_net:build", summary="{plugin}'s shared-net")
+    register("{plugin}-net", "x:y")
+
+@hookimpl
+def register_optimizers(register):
+    register("adam", "torch.optim:SGD", summary="not adam")
+"""
+
+
+def clashing_plugins(plugin_dist) -> Path:
+    plugin_dist("alpha", CLASHING.format(plugin="alpha"))
+    return plugin_dist("beta", CLASHING.format(plugin="beta"))
+
+
+def warnings_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("zoo: warning:")]
+
+
+def test_clashing_names_warn_once_each_and_keep_the_builtin(monkeypatch, plugin_dist, capsys):
+    monkeypatch.syspath_prepend(str(clashing_plugins(plugin_dist)))
+    registry = get_registry()
+    assert registry.models["tudui"].plugin == "tudui"  # the built-in's entry is kept
+    assert registry.models["vgg16-add-linear"].plugin == "registry.yaml"
+    assert registry.optimizers["adam"].plugin == "torch-optim"
+    assert registry.models["shared-net"].plugin == "alpha"  # two third-party plugins: the first loaded
+    assert {"alpha-net", "beta-net"} <= set(registry.models)  # the rest of each plugin is there
+    assert registry.host.infos["alpha"].status == registry.host.infos["beta"].status == "ok"
+    get_registry(["/dev/null"])  # the registry built again in the same process: no second report
+    lines = warnings_of(capsys.readouterr().err)
+    assert len(lines) == len(set(lines)) == 7, lines  # every clash, each once
+    for other in ("alpha", "beta"):
+        for kind, name, builtin in [
+            ("model", "tudui", "built-in plugin 'tudui'"),
+            ("model", "vgg16-add-linear", "registry.yaml:"),
+            ("optimizer", "adam", "built-in plugin 'torch-optim'"),
+        ]:
+            assert any(
+                f"{kind} '{name}' is registered twice" in line
+                and builtin in line
+                and f"plugin '{other}'" in line
+                and "keeping the built-in one" in line
+                for line in lines
+            ), (kind, name, other, lines)
+    (shared,) = [line for line in lines if "'shared-net'" in line]
+    assert "plugin 'alpha'" in shared and "plugin 'beta'" in shared
+    assert "keeping the one from plugin 'alpha' (loaded first)" in shared
+
+
+def test_clashing_plugins_leave_every_command_working(zoo_cli, plugin_dist):
+    zoo_cli.paths.append(str(clashing_plugins(plugin_dist)))
+    listed = zoo_cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    plugin_of = {(r["kind"], r["name"]): r["plugin"] for r in json.loads(listed.stdout)}
+    assert plugin_of[("model", "tudui")] == "tudui" and plugin_of[("model", "shared-net")] == "alpha"
+    assert len(warnings_of(listed.stderr)) == 7 and "zoo: error" not in listed.stderr
+    plugins = zoo_cli("plugins", "--json")
+    assert plugins.returncode == 0, plugins.stderr
+    assert {p["name"]: p["status"] for p in json.loads(plugins.stdout)} == {"alpha": "ok", "beta": "ok"}
+    shown = zoo_cli("show", "tudui", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["parameters"] == 145578
+    strict = zoo_cli("list", env={"ZOO_STRICT_PLUGINS": "1"})
+    assert_user_error(strict, 2, "is registered twice", "ZOO_STRICT_PLUGINS")
+
+
+def test_a_plugin_named_like_a_builtin_leaves_the_builtin_working(monkeypatch, plugin_dist, capsys):
+    # an entry point named 'tudui' used to knock the built-in Tudui out of the registry
+    site = plugin_dist("tudui", GOOD)
+    monkeypatch.syspath_prepend(str(site))
+    registry = get_registry()
+    assert registry.models["tudui"].plugin == "tudui" and "good-net" not in registry.models
+    info = registry.host.infos["tudui"]
+    assert (info.builtin, info.status, info.distribution) == (True, "ok", "tudui-zoo")
+    (line,) = warnings_of(capsys.readouterr().err)
+    assert "plugin name 'tudui'" in line and "tudui-zoo" in line and "zoo_test_dist_tudui" in line
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin name 'tudui'"):
+        host_with(monkeypatch, site)
 
 
 def test_allow_list_limits_third_party_plugins(monkeypatch, plugin_dist, capsys):
@@ -283,6 +374,7 @@ def test_broken_plugin_leaves_every_command_working(zoo_cli, plugin_dist):
             "status": "failed",
             "error": "ImportError: cannot import name 'missing_thing' from 'somewhere'",
             "builtin": False,
+            "distribution": "zoo_test_dist_broken",
         }
     ]
     assert zoo_cli("show", "adagrad").returncode == 0
@@ -290,9 +382,72 @@ def test_broken_plugin_leaves_every_command_working(zoo_cli, plugin_dist):
     assert_user_error(strict, 2, "plugin 'broken' failed to load", "ZOO_STRICT_PLUGINS")
 
 
-def test_duplicate_name_is_exit_2(zoo_cli, plugin_dist):
+def test_duplicate_name_is_exit_2_when_strict(zoo_cli, plugin_dist):
     zoo_cli.paths.append(str(plugin_dist("copycat", DUPLICATE)))
-    assert_user_error(zoo_cli("list"), 2, "model 'tudui' is registered twice", "plugin 'tudui'", "plugin 'copycat'")
+    strict = zoo_cli("list", env={"ZOO_STRICT_PLUGINS": "1"})
+    assert_user_error(strict, 2, "model 'tudui' is registered twice", "plugin 'tudui'", "plugin 'copycat'")
+    assert zoo_cli("list").returncode == 0
+
+
+# -- zoo uninstall: a plugin's name, as zoo plugins shows it ---------------------------------------
+
+
+@pytest.fixture
+def pip_calls(monkeypatch) -> list[list[str]]:
+    """The pip command lines zoo would run (none is run: no test may uninstall for real)."""
+    import subprocess as real
+
+    calls: list[list[str]] = []
+
+    def call(command, *args, **kwargs):
+        calls.append(list(command))
+        return 0
+
+    monkeypatch.setattr(real, "call", call)
+    return calls
+
+
+def zoo_main(*args: str) -> int:
+    from zoo.cli import main
+
+    return main(list(args))
+
+
+def test_uninstall_maps_a_plugin_name_to_its_distribution(monkeypatch, plugin_dist, pip_calls, capsys):
+    monkeypatch.syspath_prepend(str(plugin_dist("good", GOOD)))
+    assert zoo_main("uninstall", "good") == 0
+    assert pip_calls == [[sys.executable, "-m", "pip", "uninstall", "-y", "zoo_test_dist_good"]]
+    # a distribution's own name still works, and naming both ways uninstalls it once
+    pip_calls.clear()
+    assert zoo_main("uninstall", "zoo_test_dist_good", "good") == 0
+    assert pip_calls == [[sys.executable, "-m", "pip", "uninstall", "-y", "zoo_test_dist_good"]]
+
+
+def test_uninstall_of_nothing_installed_is_exit_2(monkeypatch, plugin_dist, pip_calls, capsys):
+    monkeypatch.syspath_prepend(str(plugin_dist("good", GOOD)))
+    assert zoo_main("uninstall", "mine") == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.startswith("zoo: error: ") and "'mine'" in error
+    assert "good (distribution zoo_test_dist_good)" in error  # what is installed
+    assert pip_calls == []
+
+
+def test_uninstall_refuses_a_builtin_plugin_name(pip_calls, capsys):
+    assert zoo_main("uninstall", "tudui") == 2
+    error = capsys.readouterr().err
+    assert "built-in" in error and "tudui-zoo" in error and error.count("zoo: error:") == 1
+    assert pip_calls == []
+
+
+def test_plugins_shows_the_distribution(monkeypatch, plugin_dist, capsys):
+    monkeypatch.syspath_prepend(str(plugin_dist("good", GOOD)))
+    assert zoo_main("plugins", "--json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["distribution"] == "zoo_test_dist_good"
+    assert zoo_main("plugins") == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "/", "ERROR"]
+    assert line.split()[:4] == ["good", "zoo_test_dist_good", "1.0", "ok"]
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +488,7 @@ def test_example_plugin_installs_and_lists(zoo_cli, example_site):
             "status": "ok",
             "error": None,
             "builtin": False,
+            "distribution": "zoo-example-plugin",
             "hooks": ["on_epoch_end", "register_datasets", "register_models", "register_optimizers"],
         }
     ]

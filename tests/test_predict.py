@@ -120,3 +120,69 @@ def test_bad_arguments(checkpoint, tmp_path):
     assert predict(checkpoint, [], device="cpu") == ([], [])
     results, _ = predict(checkpoint, [datafiles.write_image(tmp_path / "a.png")], top=50, device="cpu")
     assert len(results[0]["top"]) == 10  # no more than there are classes
+
+
+def _text_lines(rows: list[dict]) -> list[str]:
+    """What text mode prints for these --json rows: the best class as before, then the runners-up."""
+    lines = []
+    for r in rows:
+        lines.append(f"{r['image']}: {r['label']} ({r['probability']:.3f})")
+        lines += [f"  {t['label']} ({t['probability']:.3f})" for t in r["top"][1:]]
+    return lines
+
+
+def test_top_k_is_printed_in_text_mode_too(zoo_fork, checkpoint):
+    import json
+    import shutil
+
+    shutil.copy(checkpoint, zoo_fork.cwd / "best.pt")
+    images = [
+        str(datafiles.write_image(zoo_fork.cwd / "a.png", "RGBA").name),
+        str(datafiles.write_image(zoo_fork.cwd / "b.jpg", "RGB", colour=3).name),
+    ]
+    rows = json.loads(zoo_fork("predict", "best.pt", *images, "--top", "3", "--device", "cpu", "--json").stdout)
+    result = zoo_fork("predict", "best.pt", *images, "--top", "3", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == _text_lines(rows)
+    assert len(result.stdout.splitlines()) == 6 and result.stdout.splitlines()[1].startswith("  ")
+    one = zoo_fork("predict", "best.pt", *images, "--device", "cpu")  # K=1: one line per image, as before
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines() == [f"{r['image']}: {r['label']} ({r['probability']:.3f})" for r in rows]
+
+
+def test_json_with_no_readable_image_prints_only_the_errors(zoo_fork, checkpoint):
+    import shutil
+
+    from conftest import assert_user_error
+
+    shutil.copy(checkpoint, zoo_fork.cwd / "best.pt")
+    result = zoo_fork("predict", "best.pt", "missing.png", "--device", "cpu", "--json")
+    assert_user_error(result, 2, "missing.png: no such file")
+    assert result.stdout == ""
+
+
+def test_a_huge_image_is_one_warning_line_and_a_bomb_is_refused(tmp_path, checkpoint, monkeypatch, capsys):
+    import warnings
+
+    from zoo.cli import main
+
+    # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: a small limit stands in for
+    # a 12,000 x 12,000 photo without decoding 144 million pixels here.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = datafiles.write_image(tmp_path / "big.png", size=(40, 40))  # 1,600 pixels: warned
+    bomb = datafiles.write_image(tmp_path / "bomb.png", size=(50, 50))  # 2,500 pixels: refused
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["predict", str(checkpoint), str(big), str(bomb), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert "DecompressionBomb" not in err and "site-packages" not in err and "Traceback" not in err
+    assert out.startswith(f"{big}: ") and len(out.splitlines()) == 1
+    warned = [line for line in err.splitlines() if line.startswith("zoo: warning:")]
+    assert len(warned) == 1 and str(big) in warned[0] and "40x40" in warned[0] and "1,000" in warned[0]
+    errors = [line for line in err.splitlines() if line.startswith("zoo: error:")]
+    assert (
+        len(errors) == 1 and f"{bomb}: too large" in errors[0] and "2,500 pixels" in errors[0] and "2,000" in errors[0]
+    )
+    assert len(err.splitlines()) == 2

@@ -30,8 +30,9 @@ def test_throughput_counts_training_only():
     progress = Progress()
     assert progress.images_per_second is None
     progress.add_training(600, 2.0)
-    progress.add_training(300, 1.0)
-    assert progress.images_per_second == 300.0
+    progress.add_training(400, 1.0)
+    assert progress.images_per_second == 1000 / 3
+    assert progress.epoch_images_per_second == 400.0  # the last epoch's own
 
 
 def test_metrics_round_trip_restores_everything():

@@ -95,6 +95,19 @@ def test_unknown_names_suggest_the_closest(registry):
         registry.optimizer("adamm")
 
 
+def test_a_name_of_any_kind_is_reported_as_the_closest_kind(registry):
+    # zoo show takes a name of any kind: the message is the registry's, of the kind suggested
+    with pytest.raises(UnknownNameError) as caught:
+        registry.find("vgg61")
+    assert str(caught.value) == "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"
+    with pytest.raises(UnknownNameError) as caught:
+        registry.find("sgd-momentun")
+    assert str(caught.value) == "unknown optimizer 'sgd-momentun'; did you mean 'sgd-momentum'? (zoo list optimizers)"
+    with pytest.raises(UnknownNameError) as caught:
+        registry.find("qqqqqq")
+    assert str(caught.value) == "unknown model, optimizer or dataset 'qqqqqq' (zoo list)"
+
+
 def test_list_filters_by_kind_and_glob_in_natural_order(registry):
     names = [e.name for e in registry.entries("model", "vgg*")]
     assert names[0] == "vgg16" and all(n.startswith("vgg") for n in names) and "tudui" not in names

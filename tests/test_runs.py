@@ -28,7 +28,8 @@ def runs_root(zoo_cli):
     )
     broken = write_run(root, "vgg16-sgd-20261125-213000", model="vgg16", started="2026-11-25T21:30:00+00:00")
     (broken / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 2.1}\nnot json\n')
-    (root / "notes").mkdir()  # not a run: no run files in it
+    (root / "notes").mkdir()  # not a run: other files, none of a run's
+    (root / "notes" / "ideas.txt").write_text("try adam\n")
     (root / "README.txt").write_text("my experiments\n")
     return root
 
@@ -183,3 +184,25 @@ def test_runs_and_plot_do_not_import_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_folder_is_a_failed_run_and_a_folder_of_other_files_is_not_a_run(zoo_fork):
+    runs_root = zoo_fork.cwd / "runs"
+    write_run(runs_root, "tudui-sgd-20261125-210000")
+    (runs_root / "notes").mkdir()
+    (runs_root / "notes" / "ideas.txt").write_text("try adam\n")
+    (runs_root / "tudui-sgd-20261125-233000").mkdir()  # killed between creating it and its first file
+    killed = runs_root / "tudui-adam-20261125-234000"
+    killed.mkdir()
+    (killed / ".config.yaml.k3j2h1.tmp").write_text("model: tu")  # and one killed in its first write
+    (runs_root / ".ipynb_checkpoints").mkdir()  # hidden: some tool's, not a run
+    rows = {r["run_dir"].rsplit(os.sep, 1)[-1]: r for r in list_runs(runs_root)}
+    assert "notes" not in rows and ".ipynb_checkpoints" not in rows
+    for name in ("tudui-sgd-20261125-233000", "tudui-adam-20261125-234000"):
+        assert rows[name]["status"] == "failed", rows[name]
+        assert rows[name]["error"].startswith("empty: no config.yaml"), rows[name]
+        assert rows[name]["epochs_done"] == 0 and rows[name]["started"].startswith("2026-11-25T23:")
+    result = zoo_fork("runs")
+    assert result.returncode == 0, result.stderr
+    empty = [line for line in result.stdout.splitlines() if "tudui-sgd-20261125-233000" in line]
+    assert len(empty) == 1 and "failed" in empty[0] and "empty: no config.yaml" in empty[0]

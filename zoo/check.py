@@ -21,7 +21,7 @@ import multiprocessing
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -118,6 +118,14 @@ def _died(exitcode: int | None) -> str:
     return f"the step's process exited with code {exitcode} without a result"
 
 
+def _nothing_matches(registry: Registry, kind: str, pattern: str) -> NoReturn:
+    """A glob that matches nothing says so; a plain name is an unknown name, reported as the
+    registry reports one everywhere else (with the closest name of the same kind)."""
+    if not any(c in pattern for c in "*?["):
+        registry.get(kind, pattern)  # raises UnknownNameError: the pattern matched no name exactly
+    raise UsageError(f"no {kind} matches '{pattern}' (zoo list {kind}s)")
+
+
 def _run_pair(
     model: nn.Module,
     entry: OptimizerEntry,
@@ -180,9 +188,9 @@ def run_check(
     model_entries = list(registry.entries("model", models))
     optimizer_entries = list(registry.entries("optimizer", optimizers))
     if not model_entries:
-        raise UsageError(f"no model matches '{models}' (zoo list models)")
+        _nothing_matches(registry, "model", models)
     if not optimizer_entries:
-        raise UsageError(f"no optimizer matches '{optimizers}' (zoo list optimizers)")
+        _nothing_matches(registry, "optimizer", optimizers)
     if not budget_s > 0:
         raise UsageError(f"the time budget must be positive, got {budget_s:g} s")
     if "fork" not in multiprocessing.get_all_start_methods():

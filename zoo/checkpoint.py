@@ -259,6 +259,16 @@ def _unsafe_global(message: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _brief(exc: BaseException, limit: int = 160) -> str:
+    """``one_line(exc)`` when short, else its first sentence: torch's load errors go on for
+    lines of advice, and a cut at a fixed length would end mid-word."""
+    text = one_line(exc)
+    if len(text) <= limit:
+        return text
+    end = re.search(r"[.!?](?=\s)", text)
+    return text[: end.end()] if end else text
+
+
 def safe_load(
     path: str | os.PathLike[str],
     *,
@@ -308,11 +318,11 @@ def safe_load(
         unsafe = _unsafe_global(message)
         if unsafe is None:
             if isinstance(exc, (RuntimeError, EOFError)):
-                problem = f"truncated or corrupt ({one_line(exc)[:160]})"
+                problem = f"truncated or corrupt ({_brief(exc)})"
             elif "Unsupported operand" in message:  # pickle opcodes torch never writes
                 problem = "not a torch file: a plain pickle (or corrupt), which the zoo does not unpickle"
             else:
-                problem = f"not a torch file or corrupt ({one_line(exc)[:160]})"
+                problem = f"not a torch file or corrupt ({_brief(exc)})"
             raise UsageError(f"{what} {path} is {problem}") from exc
         if not trust:
             raise UsageError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zoo import __version__
-from zoo.errors import UsageError, ZooError, debug_enabled, error_report
+from zoo.errors import UsageError, ZooError, debug_enabled, error_report, report_prefix
 
 EPILOG = "Errors exit 2 for bad input, 1 for run-time failures. ZOO_DEBUG=1 shows tracebacks."
 
@@ -77,6 +77,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 # -- registry commands ------------------------------------------------------------------------
 
 KIND_ARGS = {"models": "model", "optimizers": "optimizer", "datasets": "dataset"}
+KIND_ARGS |= {kind: kind for kind in KIND_ARGS.values()}  # `zoo list model` is `zoo list models`
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -236,8 +237,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for i in infos:
         status = i.status + (" (built-in)" if i.builtin else "")
         detail = i.error if i.status == "failed" else ", ".join(i.hooks)
-        rows.append([i.name, i.version or "-", status, detail or ""])
-    print(_table(rows, ["name", "version", "status", "hooks / error"]))
+        rows.append([i.name, i.distribution or "-", i.version or "-", status, detail or ""])
+    print(_table(rows, ["name", "distribution", "version", "status", "hooks / error"]))
     return 0
 
 
@@ -259,7 +260,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    return _pip(["uninstall", "-y"], args.packages)
+    from zoo.plugins import uninstall_targets
+
+    # a plugin's name as zoo plugins shows it, or a distribution's: pip knows only the latter
+    return _pip(["uninstall", "-y"], uninstall_targets(args.packages))
 
 
 # -- training and checkpoints --------------------------------------------------------------------
@@ -268,25 +272,22 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from zoo.config import RunConfig
     from zoo.hparams import parse_opt_pairs
+    from zoo.resume import RESUMED_OPTIONS
     from zoo.runner import run
 
+    # With --resume, the options not named here come from the run's own config.yaml.
+    named = {name: getattr(args, name) for name in RESUMED_OPTIONS if getattr(args, name) is not None}
     config = RunConfig(
         model=args.model,
         optimizer=args.optimizer,
-        data=args.data,
-        data_dir=args.data_dir,
         download=args.download,
         epochs=args.epochs,
-        batch_size=args.batch_size,
         lr=args.lr,
         opts=parse_opt_pairs(args.opt or []),
         device=args.device,
-        seed=args.seed,
         out=args.out,
         resume=args.resume,
         weights=args.weights,
-        limit_train=args.limit_train,
-        limit_val=args.limit_val,
         workers=args.workers,
         amp=args.amp,
         compile=args.compile,
@@ -295,6 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry_files=tuple(args.registry or ()),
         trust=args.trust,
         nproc=args.nproc,
+        given=tuple(named),
+        **named,
     )
     from zoo.ddp import in_worker, run_worker
     from zoo.launch import launch, should_launch
@@ -337,10 +340,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     results, errors = predict(args.checkpoint, args.images, device=args.device, top=args.top, trust=args.trust)
     if args.json:
-        print(json.dumps(results, indent=2))
+        if results or not errors:  # no image read: the error lines alone, no empty array
+            print(json.dumps(results, indent=2))
     else:
         for r in results:
+            # The best class on the image's line (the --top 1 output), the runners-up indented below.
             print(f"{r['image']}: {r['label']} ({r['probability']:.3f})")
+            for other in r["top"][1:]:
+                print(f"  {other['label']} ({other['probability']:.3f})")
     for line in errors:
         print(f"zoo: error: {line}", file=sys.stderr)
     return 2 if errors else 0
@@ -349,7 +356,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from zoo.export import export
 
-    path = export(args.checkpoint, args.format, args.output, trust=args.trust)
+    path = export(args.checkpoint, args.format, args.output, trust=args.trust, force=args.force)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -486,7 +493,9 @@ def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
         help="list registered models, optimizers and datasets",
         description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').",
     )
-    p.add_argument("kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind")
+    p.add_argument(
+        "kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind (model, optimizer, dataset too)"
+    )
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
     p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
     p.set_defaults(func=cmd_list)
@@ -513,7 +522,7 @@ def _add_plugins_command(commands: Commands, common: ArgumentParser) -> None:
         "plugins",
         parents=[common],
         help="list installed plugins",
-        description="Installed plugins, their hooks and status. Built-ins only with --all.",
+        description="Installed plugins, their distributions, hooks and status. Built-ins only with --all.",
     )
     p.add_argument("--all", action="store_true", help="include the built-in plugins")
     p.add_argument("--json", action="store_true")
@@ -535,9 +544,10 @@ def _add_pip_commands(commands: Commands) -> None:
     p = commands.add_parser(
         "uninstall",
         help="pip uninstall plugin packages",
-        description="Run pip uninstall -y in the interpreter that runs zoo.",
+        description="Run pip uninstall -y in the interpreter that runs zoo. PKG is a plugin's name as zoo "
+        "plugins shows it (its distribution is uninstalled) or a distribution's name.",
     )
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="a plugin's name (zoo plugins) or a distribution's")
     p.set_defaults(func=cmd_uninstall)
 
 
@@ -555,7 +565,9 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs in all, counting resumed ones (default 10)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    # No argparse default for the options a resumed run takes from its config.yaml: None says
+    # "not given" (zoo.resume.RESUMED_OPTIONS), and RunConfig's default applies to a new run.
+    p.add_argument("--batch-size", type=positive_int, help="default 64")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
     p.add_argument(
         "--opt",
@@ -564,12 +576,15 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
         help="an optimizer hyper-parameter, checked against its signature (repeatable)",
     )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (auto: CUDA when available)")
-    p.add_argument("--seed", type=int, default=0, help="default 0: the same command gives the same weights on CPU")
+    p.add_argument("--seed", type=int, help="default 0: the same command gives the same weights on CPU")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
     p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
+    p.add_argument(
+        "--skip-bad-images", action="store_true", default=None, help="leave out unreadable image files, with a warning"
+    )
     _add_distributed_options(p)
     p.add_argument(
         "--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory"
@@ -648,7 +663,8 @@ def _add_export_command(commands: Commands, common: ArgumentParser) -> None:
     )
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=["state-dict", "full", "safetensors"])
-    p.add_argument("-o", "--output", required=True, metavar="PATH")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write (its directory must exist)")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists (atomically)")
     p.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=cmd_export)
 
@@ -724,5 +740,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         code, text = error_report(exc)
-        print(f"zoo: error: {text}", file=sys.stderr)
+        print(f"{report_prefix(exc)} {text}", file=sys.stderr)
         return code

@@ -41,6 +41,10 @@ class RunConfig:
     registry_files: tuple[str, ...] = ()
     trust: bool = False
     nproc: int = 1
+    skip_bad_images: bool = False  # leave out image files that cannot be read, with a warning
+    # The options named on the command line; with --resume, those not named come from the run's
+    # config.yaml (see zoo.resume.RESUMED_OPTIONS). None: the ones that differ from the defaults.
+    given: tuple[str, ...] | None = None
 
 
 def default_data_dir() -> str:

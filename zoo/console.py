@@ -50,7 +50,7 @@ class Console:
     @hookimpl
     def on_epoch_end(self, run: Any, epoch: int, metrics: dict) -> None:
         progress = run.progress
-        rate = f"  {progress.images_per_second:,.0f} img/s" if progress.images_per_second else ""
+        rate = f"  {progress.epoch_images_per_second:,.0f} img/s" if progress.epoch_images_per_second else ""
         best = " (best)" if progress.best_epoch == epoch else ""
         print(
             f"epoch {epoch}/{run.config.epochs}  train_loss {metrics['train_loss']:.4f}  "

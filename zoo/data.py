@@ -415,3 +415,37 @@ def dataset_input_size(dataset: Dataset) -> Size:
     if size is not None:
         return tuple(size)
     return tuple(dataset[0][0].shape)
+
+
+# -- image folders -----------------------------------------------------------------------------
+
+
+def unreadable_images(dataset: Dataset) -> list[str]:
+    """The files of an image-folder dataset (one with torchvision's ``samples``: a list of
+    ``(path, class_index)``) that PIL cannot open. ``verify()`` reads headers, not pixels, so
+    checking every file before training costs little next to a run that fails half way."""
+    samples = getattr(_unwrap(dataset), "samples", None)
+    if not isinstance(samples, list):
+        return []
+    from PIL import Image
+
+    bad = []
+    for path, _ in samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception:  # PIL raises many kinds (UnidentifiedImageError, SyntaxError, OSError, ...)
+            bad.append(str(path))
+    return bad
+
+
+def without_files(dataset: Dataset, paths: set[str]) -> Dataset:
+    """``dataset`` (an image folder, see :func:`unreadable_images`) without the files ``paths``."""
+    inner = _unwrap(dataset)
+    kept = [sample for sample in inner.samples if str(sample[0]) not in paths]
+    inner.samples = kept
+    if hasattr(inner, "imgs"):
+        inner.imgs = kept
+    if hasattr(inner, "targets"):
+        inner.targets = [target for _, target in kept]
+    return dataset

@@ -42,7 +42,7 @@ from torch import nn
 
 from zoo.config import RunConfig
 from zoo.devices import resolve_device
-from zoo.errors import Interrupted, UsageError, ZooError, debug_enabled, error_report, one_line
+from zoo.errors import Interrupted, UsageError, ZooError, debug_enabled, error_report, one_line, report_prefix
 from zoo.rundir import RunDir
 
 __all__ = ["Dist", "in_worker", "setup", "run_worker", "ENV_LAUNCHER", "MARKER"]
@@ -443,7 +443,7 @@ def run_worker(train: Callable[[], dict[str, Any]], *, json_summary: bool = Fals
         if debug_enabled():
             raise
         if not os.environ.get(ENV_LAUNCHER):
-            print(f"zoo: error: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr, flush=True)
+            print(f"{report_prefix(exc)} {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr, flush=True)
         return code
     if json_summary and rank == 0:
         print(json.dumps(summary), flush=True)

@@ -84,6 +84,12 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def report_prefix(exc: BaseException) -> str:
+    """How a command's end is announced: ``zoo: stopped:`` for a stop the user asked for (a
+    signal: not an error, and ``--resume`` continues), ``zoo: error:`` for everything else."""
+    return "zoo: stopped:" if isinstance(exc, Interrupted | KeyboardInterrupt) else "zoo: error:"
+
+
 def error_report(exc: BaseException) -> tuple[int, str]:
     """The exit code and the text after ``zoo: error:`` for an exception that ends a command."""
     if isinstance(exc, ZooError):

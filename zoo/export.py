@@ -9,7 +9,8 @@
 * ``safetensors``: the state_dict in the safetensors format, which holds tensors only and
   loads without unpickling anything (``safetensors.torch.load_file``).
 
-Every file is written atomically (temporary file, fsync, rename).
+Every file is written atomically (temporary file, fsync, rename), never over an existing
+file unless asked (``--force``), and never into a directory that does not exist.
 """
 
 from __future__ import annotations
@@ -23,21 +24,46 @@ from zoo.errors import UsageError
 from zoo.files import atomic_save, atomic_write
 from zoo.registry import model_from_checkpoint
 
-__all__ = ["FORMATS", "export"]
+__all__ = ["FORMATS", "check_output", "export"]
 
 FORMATS = ("state-dict", "full", "safetensors")
 
 
-def export(checkpoint: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *, trust: bool = False) -> Path:
-    """Write the checkpoint's model to ``out`` in ``fmt`` (one of :data:`FORMATS`); returns the path."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format '{fmt}': expected one of {', '.join(FORMATS)}")
-    out = Path(out).expanduser()
-    source = Path(checkpoint).expanduser()
+def check_output(out: Path, source: Path, *, force: bool = False) -> None:
+    """Refuse an output path before anything is read or written: the checkpoint itself, a
+    directory, an existing file without ``force``, a parent directory that does not exist."""
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise UsageError(f"export to {out} would overwrite the checkpoint it reads: choose another -o")
     if out.is_dir():
         raise UsageError(f"-o {out} is a directory: give a file name such as {out / 'model.pt'}")
+    if os.path.lexists(out) and not force:  # lexists: a dangling symlink is something too
+        raise UsageError(f"-o {out} exists: pass --force to replace it, or choose another path")
+    parent = out.parent
+    if not parent.exists():
+        # Creating it would hide a typo in the path: the user creates it.
+        raise UsageError(f"-o {out}: the directory {parent} does not exist (create it first)")
+    if not parent.is_dir():
+        raise UsageError(f"-o {out}: {parent} is a file, not a directory")
+
+
+def export(
+    checkpoint: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    *,
+    trust: bool = False,
+    force: bool = False,
+) -> Path:
+    """Write the checkpoint's model to ``out`` in ``fmt`` (one of :data:`FORMATS`); returns the path.
+
+    An existing ``out`` is refused unless ``force``, and its directory must exist. The file is
+    written atomically: a failure leaves what was at ``out`` (if anything) untouched.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format '{fmt}': expected one of {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    source = Path(checkpoint).expanduser()
+    check_output(out, source, force=force)
     if fmt == "safetensors":
         try:
             import safetensors.torch
@@ -47,12 +73,6 @@ def export(checkpoint: str | os.PathLike[str], fmt: str, out: str | os.PathLike[
     ckpt = load_checkpoint(source, trust=trust)
     spec = ckpt["spec"]
     model = model_from_checkpoint(ckpt, source=str(source)).eval()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"-o {out}: {out.parent} is a file, not a directory") from None
-    except OSError as exc:
-        raise UsageError(f"cannot create {out.parent}: {exc.strerror or exc}") from exc
 
     if fmt == "state-dict":
         return atomic_save(model.state_dict(), out)

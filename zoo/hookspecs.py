@@ -63,7 +63,10 @@ def on_run_start(run: Any) -> None:
     :param run: ``run_dir`` (Path), ``config`` (the ``RunConfig``: model, optimizer, data,
         epochs, ...), ``model`` (the bare module), ``optimizer``, ``start_epoch`` (epochs done
         before this process started: > 0 when resumed), ``device``, ``spec`` (what the
-        checkpoints record) and ``epoch`` (epochs completed so far).
+        checkpoints record), ``epoch`` (epochs completed so far: in ``on_checkpoint``, the epochs
+        the checkpoint holds), ``dataset`` (its name), ``train_samples``, ``val_samples``,
+        ``where`` (e.g. "cpu", "2 processes on cpu (gloo)") and ``progress`` (history,
+        ``best_epoch``, ``images_per_second``, ``epoch_images_per_second``; zoo.progress.Progress).
     """
 
 

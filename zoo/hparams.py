@@ -192,6 +192,11 @@ def parse_hparams(
             )
         param = by_name.get(key) or Param(key, None)
         hparams[key] = convert(param, text, optimizer, hparams.get(key))
+    if lr is not None and "lr" in raw and raw["lr"] != repr(float(lr)) and hparams["lr"] != float(lr):
+        raise UsageError(
+            f"--lr {lr:g} and --opt lr={raw['lr']} disagree: give the learning rate once (--lr {lr:g}, "
+            f"or --opt lr={raw['lr']} alone)"
+        )
     if "lr" in hparams and isinstance(hparams["lr"], (int, float)) and not hparams["lr"] > 0:
         raise UsageError(f"optimizer '{optimizer}': lr must be > 0, got {hparams['lr']}")
     missing = [p.name for p in params if p.required and p.name not in hparams]

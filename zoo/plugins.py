@@ -5,9 +5,13 @@ registered and checked on its own, so one broken plugin is reported (``zoo: warn
 and marked ``failed`` while everything else keeps working. pluggy's own
 ``load_setuptools_entrypoints`` has no such isolation (one bad plugin kills the CLI).
 
+Two plugins taking one name (an entry-point name here, an entry's name in zoo.registry) is a
+warning too: the built-in keeps the name, else the plugin loaded first (built-ins load first,
+then the others by entry-point name).
+
 Environment:
   ``ZOO_LOAD_PLUGINS=a,b``  load only these third-party entry points (empty: none).
-  ``ZOO_STRICT_PLUGINS=1``   any plugin failure is fatal (exit 2), for plugin authors.
+  ``ZOO_STRICT_PLUGINS=1``   any plugin failure or name clash is fatal (exit 2), for plugin authors.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,12 +28,12 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError, one_line
+from zoo.errors import PluginError, UsageError, one_line
 
 ENTRY_POINT_GROUP = "zoo"
 DISTRIBUTION = "tudui-zoo"  # this project's own distribution: its entry points are the built-ins
 
-__all__ = ["PluginInfo", "PluginHost", "get_plugin_host", "reset_plugin_host"]
+__all__ = ["PluginInfo", "PluginHost", "get_plugin_host", "reset_plugin_host", "uninstall_targets"]
 
 
 @dataclass
@@ -51,6 +56,7 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
             "builtin": self.builtin,
+            "distribution": self.distribution,
         }
 
 
@@ -66,6 +72,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager("zoo")
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}  # plugin name -> info, in load order
+        self.warned: set[str] = set()  # warnings given: each is said once per process
         if strict is None:
             strict = os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0")
         self.strict = strict
@@ -93,8 +100,7 @@ class PluginHost:
                 builtin=builtin,
             )
             if ep.name in self.infos:
-                other = self.infos[ep.name].distribution
-                self.fail(info, f"the plugin name '{ep.name}' is already used by distribution '{other}'")
+                self.name_taken(self.infos[ep.name], info)
                 continue
             try:
                 module = ep.load()
@@ -109,6 +115,25 @@ class PluginHost:
                 f"has a 'zoo' entry point of that name (zoo plugins)",
                 file=sys.stderr,
             )
+
+    def name_taken(self, kept: PluginInfo, dropped: PluginInfo) -> None:
+        """Two distributions with an entry point of one name: the first (a built-in, when one
+        is) keeps it, the other is not loaded; a warning names both (fatal when strict)."""
+
+        def dist(info: PluginInfo) -> str:
+            return f"distribution '{info.distribution}'" + (" (built-in)" if info.builtin else "")
+
+        message = f"plugin name '{kept.name}' is taken twice: by {dist(kept)} and by {dist(dropped)}"
+        if self.strict:
+            raise PluginError(f"{message} (ZOO_STRICT_PLUGINS is set)")
+        why = "the built-in one" if kept.builtin else f"the one from {dist(kept)} (loaded first)"
+        self.warn_once(f"{message}; keeping {why}, {dist(dropped)} is not loaded")
+
+    def warn_once(self, message: str) -> None:
+        """``zoo: warning: message`` on stderr, the first time this process says it."""
+        if message not in self.warned:
+            self.warned.add(message)
+            print(f"zoo: warning: {message}", file=sys.stderr)
 
     def register(self, plugin: Any, info: PluginInfo | str) -> bool:
         """Register one plugin object; returns False (and reports) when it is invalid."""
@@ -154,7 +179,7 @@ class PluginHost:
         info.status, info.error = "failed", error
         self.infos.setdefault(info.name, info)
         plugin = self.pm.get_plugin(info.name)
-        if plugin is not None:
+        if plugin is not None and self.infos[info.name] is info:  # never another plugin of that name
             self.pm.unregister(plugin)
         message = f"plugin '{info.name}' failed to load: {error}"
         if self.strict:
@@ -227,3 +252,68 @@ def reset_plugin_host() -> None:
     """Forget the loaded plugins (tests, and long-lived processes that installed new ones)."""
     global _host
     _host = None
+
+
+# a distribution's name, maybe with extras or a version specifier after it ("acme>=1.0")
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:[\[<>=!~;@].*)?$")
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: zoo_acme and Zoo-Acme are one distribution
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return True
+
+
+def uninstall_targets(names: Iterable[str]) -> list[str]:
+    """What ``zoo uninstall NAME...`` passes to pip: each NAME is a plugin's name as ``zoo
+    plugins`` shows it (its distribution is uninstalled) or a distribution's own name.
+
+    Found from the installed entry points, loading no plugin (a broken one can be uninstalled).
+    A built-in's plugin name is refused (its distribution is the zoo itself), so is a name that
+    is a plugin of one distribution and the name of another, and so is a name nothing installed
+    answers to (pip would only say it skipped it, and exit 0).
+    """
+    providers: dict[str, list[Any]] = {}  # plugin name -> the distributions with that entry point
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            providers.setdefault(ep.name, []).append(ep.dist)
+    targets: dict[str, str] = {}  # normalized name -> what pip is given: each distribution once
+    missing: list[str] = []
+    for arg in names:
+        match = _REQUIREMENT.match(arg)
+        name = match.group(1) if match else arg
+        dists = [d.name for d in providers.get(name, []) if not _is_builtin(d)]
+        if providers.get(name) and not dists:
+            raise UsageError(
+                f"'{name}' is a built-in plugin: it is part of the zoo's own distribution {DISTRIBUTION}, "
+                f"which zoo uninstall does not remove"
+            )
+        others = [d for d in dists if _normalized(d) != _normalized(name)]
+        if others and match and _installed(name):
+            raise UsageError(
+                f"'{name}' is both plugin '{name}' (distribution {', '.join(others)}) and the distribution "
+                f"'{name}': name the distribution to uninstall"
+            )
+        if dists:
+            for dist in dists:
+                targets.setdefault(_normalized(dist), dist)
+        elif match and _installed(name):
+            targets.setdefault(_normalized(name), arg)
+        else:
+            missing.append(arg)
+    if missing:
+        plugins = sorted(
+            f"{plugin} (distribution {d.name})" for plugin, ds in providers.items() for d in ds if not _is_builtin(d)
+        )
+        have = f"the installed plugins are {', '.join(plugins)}" if plugins else "no third-party plugin is installed"
+        raise UsageError(
+            f"nothing installed is called {', '.join(repr(m) for m in missing)}: zoo uninstall takes a plugin's "
+            f"name (zoo plugins) or a distribution's; {have}"
+        )
+    return list(targets.values())

@@ -10,6 +10,9 @@ under ``no_grad()``, and softmax gives probabilities for the checkpoint's class 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +26,7 @@ from zoo.registry import model_from_checkpoint
 __all__ = ["predict", "load_image"]
 
 BATCH = 64  # images per forward pass
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 def load_image(
@@ -39,25 +43,59 @@ def load_image(
     if channels not in (1, 3):
         raise UsageError(f"{path}: cannot make a {channels}-channel input from an image file")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")  # PIL's own advice for palettes with transparency
-            image = image.convert("RGB" if channels == 3 else "L")
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        # PIL warns through `warnings` (a raw line naming its own source file): record them and
+        # say them as zoo warnings once the image is read.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as image:
+                pixels_wide, pixels_high = image.size
+                image.load()  # decode now: a truncated file fails here, not later
+                if image.mode == "P" and "transparency" in image.info:
+                    image = image.convert("RGBA")  # PIL's own advice for palettes with transparency
+                image = image.convert("RGB" if channels == 3 else "L")
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, expected an image file") from None
-    except Exception as exc:  # UnidentifiedImageError, truncated data, decompression bombs
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"{path}: {_too_large(exc)}") from None
+    except Exception as exc:  # UnidentifiedImageError, truncated data
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"{path}: not a readable image ({text})") from None
+    said: set[str] = set()
+    for warning in caught:
+        if issubclass(warning.category, _QUIET):
+            continue  # hidden by Python's default filters too: not news for the user
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            line = (
+                f"{path} is {pixels_wide}x{pixels_high} ({pixels_wide * pixels_high:,} pixels), over PIL's "
+                f"decompression-bomb warning limit of {Image.MAX_IMAGE_PIXELS:,} pixels: read anyway, "
+                f"which takes time and memory; above {2 * Image.MAX_IMAGE_PIXELS:,} an image is refused"
+            )
+        else:
+            line = f"{path}: {' '.join(str(warning.message).split())}"
+        if line not in said:
+            said.add(line)
+            print(f"zoo: warning: {line}", file=sys.stderr)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
     pixels = pixels.unsqueeze(-1) if pixels.dim() == 2 else pixels
     x = pixels.permute(2, 0, 1).to(torch.float32).div_(255.0)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     return (x - mean_t) / std_t
+
+
+def _too_large(exc: Exception) -> str:
+    """PIL's DecompressionBombError, said plainly: the image's pixels and the limit."""
+    match = re.search(r"\((\d+) pixels\) exceeds limit of (\d+) pixels", str(exc))
+    if match is None:
+        return f"too large to decode safely ({' '.join(str(exc).split())})"
+    pixels, limit = (int(n) for n in match.groups())
+    return (
+        f"too large to decode safely: {pixels:,} pixels, over the limit of {limit:,} "
+        f"(twice PIL's decompression-bomb warning limit)"
+    )
 
 
 def predict(

@@ -19,6 +19,9 @@ class Progress:
     best_epoch: int | None = None
     train_images: int = 0  # images trained on, over ...
     train_seconds: float = 0.0  # ... the seconds spent in training steps (validation and start-up excluded)
+    # What this process trained in its last epoch (or the rest of a resumed one): its own rate.
+    epoch_images: int = field(default=0, compare=False)
+    epoch_seconds: float = field(default=0.0, compare=False)
 
     @property
     def epoch(self) -> int:
@@ -29,9 +32,15 @@ class Progress:
     def images_per_second(self) -> float | None:
         return self.train_images / self.train_seconds if self.train_seconds > 0 else None
 
+    @property
+    def epoch_images_per_second(self) -> float | None:
+        return self.epoch_images / self.epoch_seconds if self.epoch_seconds > 0 else None
+
     def add_training(self, images: int, seconds: float) -> None:
+        """An epoch's training (steps only): ``images`` in ``seconds``."""
         self.train_images += images
         self.train_seconds += seconds
+        self.epoch_images, self.epoch_seconds = images, seconds
 
     def record(self, line: dict[str, Any]) -> bool:
         """Add an epoch's ``metrics.jsonl`` line; True when it is the best so far."""

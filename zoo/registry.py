@@ -2,15 +2,19 @@
 
 Registering builds nothing: an entry holds a builder (a callable or an import path
 ``"package.module:function"``) that runs only when a model is asked for. Models, optimizers
-and datasets are separate namespaces; a name registered twice in one of them is an error that
-names both sources.
+and datasets are separate namespaces. A name two plugins register in one of them is a warning
+naming both, once: the built-in's entry is kept (the built-in registry.yaml's too), else the
+first loaded plugin's, and every command keeps working (ZOO_STRICT_PLUGINS=1: exit 2). A name
+that a user's registry file takes again is an error naming both sources.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ class Registry:
         self.datasets: dict[str, DatasetEntry] = {}
         self.host: PluginHost | None = None
         self.files: list[str] = []  # registry files layered in, in order
+        self.builtin_files: set[str] = set()  # of those, the zoo's own (its entries are built-ins)
 
     # -- building the registry -----------------------------------------------------------------
 
@@ -56,34 +61,74 @@ class Registry:
         table = self.table(entry.kind)
         other = table.get(entry.name)
         if other is not None:
-            first = other.source or f"plugin '{other.plugin}'"
-            second = getattr(entry, "source", None) or f"plugin '{entry.plugin}'"
-            raise DuplicateNameError(
-                f"{entry.kind} '{entry.name}' is registered twice: by {first} and by {second}; "
-                f"uninstall or rename one of them"
-            )
+            raise DuplicateNameError(f"{self._twice(other, entry)}; uninstall or rename one of them")
         table[entry.name] = entry
 
-    def collect_plugins(self, host: PluginHost) -> None:
-        """Ask every loaded plugin to register; a plugin that raises is reported and skipped."""
+    def is_builtin(self, entry: Entry) -> bool:
+        """Whether ``entry`` comes with the zoo: a built-in plugin's, or the built-in registry.yaml's."""
+        if getattr(entry, "source", None):
+            return entry.plugin in self.builtin_files
+        info = self.host.infos.get(entry.plugin) if self.host is not None else None
+        return bool(info and info.builtin)
+
+    def origin(self, entry: Entry) -> str:
+        """Where an entry comes from, for messages: ``built-in plugin 'tudui'``, ``registry.yaml:10``."""
+        source = getattr(entry, "source", None)
+        if source:
+            return source
+        return f"{'built-in ' if self.is_builtin(entry) else ''}plugin '{entry.plugin}'"
+
+    def _twice(self, first: Entry, second: Entry) -> str:
+        return f"{first.kind} '{first.name}' is registered twice: by {self.origin(first)} and by {self.origin(second)}"
+
+    def _clash(self, kept: Entry, ignored: Entry) -> None:
+        """Two plugins (or a plugin and the built-in registry.yaml) took one name: say so once
+        and carry on with ``kept`` (ZOO_STRICT_PLUGINS: stop, exit 2)."""
+        message = self._twice(kept, ignored)
+        if self.host is not None and self.host.strict:
+            raise DuplicateNameError(f"{message} (ZOO_STRICT_PLUGINS is set)")
+        why = "the built-in one" if self.is_builtin(kept) else f"the one from {self.origin(kept)} (loaded first)"
+        warning = f"{message}; keeping {why}, {self.origin(ignored)} is ignored for this name"
+        if self.host is not None:
+            self.host.warn_once(warning)
+        else:
+            print(f"zoo: warning: {warning}", file=sys.stderr)
+
+    def _add_registered(self, entry: Entry) -> None:
+        """A plugin's entry: a name already taken stays with its first holder (the built-ins,
+        their registry.yaml included, are all in before any other plugin registers), and the
+        clash is a warning; a registry file goes through :meth:`add`, where it is an error."""
+        table = self.table(entry.kind)
+        other = table.get(entry.name)
+        if other is None:
+            table[entry.name] = entry
+        else:
+            self._clash(other, entry)
+
+    def collect_plugins(self, host: PluginHost, builtin: bool | None = None) -> None:
+        """Ask every loaded plugin (``builtin``: only the built-ins, or only the others) to
+        register; a plugin that raises is reported and skipped."""
         self.host = host
         for plugin_name, _plugin in list(host.loaded()):
+            if builtin is not None and host.infos[plugin_name].builtin != builtin:
+                continue
             staged: list[Entry] = []
             try:
                 host.call_one(plugin_name, "register_models", register=_ModelRegistrar(plugin_name, staged))
                 host.call_one(plugin_name, "register_optimizers", register=_OptimizerRegistrar(plugin_name, staged))
                 host.call_one(plugin_name, "register_datasets", register=_DatasetRegistrar(plugin_name, staged))
-            except DuplicateNameError:
-                raise
             except Exception as exc:  # the plugin's bug: report it, keep everything else
                 host.fail(host.infos[plugin_name], one_line(exc))
                 continue
             for entry in staged:
-                self.add(entry)
+                self._add_registered(entry)
 
-    def load_file(self, path: str | os.PathLike[str], display: str | None = None) -> None:
-        """Layer a registry.yaml over the plugin entries (validated fully before use)."""
+    def load_file(self, path: str | os.PathLike[str], display: str | None = None, *, builtin: bool = False) -> None:
+        """Layer a registry.yaml over the plugin entries (validated fully before use).
+        ``builtin``: the zoo's own file, whose entries count as built-ins."""
         display = display or str(path)
+        if builtin:
+            self.builtin_files.add(display)
         for entry in read_registry_file(Path(path), display, models=self.models, optimizers=self.optimizers):
             self.add(entry)
         self.files.append(display)
@@ -107,11 +152,18 @@ class Registry:
         return self.get("dataset", name)
 
     def find(self, name: str) -> list[Entry]:
-        """Entries of any kind under ``name`` (a name may exist in several namespaces)."""
+        """Entries of any kind under ``name`` (a name may exist in several namespaces).
+
+        An unknown name is reported as :meth:`get` reports it, for the kind of the closest
+        name there is ("unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)")."""
         found = [self.table(kind)[name] for kind in KINDS if name in self.table(kind)]
         if not found:
-            every = set(self.models) | set(self.optimizers) | set(self.datasets)
-            raise UnknownNameError("name", name, every)
+            kind_of = {n: kind for kind in reversed(KINDS) for n in self.table(kind)}  # a model first
+            close = difflib.get_close_matches(name, sorted(kind_of), n=1, cutoff=0.5)  # UnknownNameError's
+            if close:
+                kind = kind_of[close[0]]
+                raise UnknownNameError(kind, name, self.table(kind))
+            raise UnknownNameError("model, optimizer or dataset", name, ())
         return found
 
     def entries(self, kind: str | None = None, pattern: str | None = None) -> Iterator[Entry]:
@@ -247,13 +299,16 @@ def registry_files(extra: Iterable[str] = ()) -> list[str]:
 
 
 def get_registry(extra_files: Iterable[str] = ()) -> Registry:
-    """The process-wide registry: plugins, the built-in registry.yaml, then the user's files."""
+    """The process-wide registry: the built-in plugins and registry.yaml, the other plugins, then
+    the user's files."""
     global _registry, _registry_key
     files = registry_files(extra_files)
     if _registry is None or _registry_key != tuple(files):
         registry = Registry()
-        registry.collect_plugins(get_plugin_host())
-        registry.load_file(BUILTIN_REGISTRY, "registry.yaml")
+        # the built-ins first, so that a third-party plugin can take none of their names
+        registry.collect_plugins(get_plugin_host(), builtin=True)
+        registry.load_file(BUILTIN_REGISTRY, "registry.yaml", builtin=True)
+        registry.collect_plugins(get_plugin_host(), builtin=False)
         for path in files:
             registry.load_file(path)
         _registry, _registry_key = registry, tuple(files)

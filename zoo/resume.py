@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from zoo.config import RunConfig
 from zoo.errors import UsageError
 
-__all__ = ["check_resume", "changed_hparams"]
+__all__ = ["check_resume", "changed_hparams", "resumed_config", "RESUMED_OPTIONS"]
+
+# What a resumed run takes from its own config.yaml unless the command line names it again.
+RESUMED_OPTIONS = ("data", "data_dir", "batch_size", "limit_train", "limit_val", "seed", "skip_bad_images")
 
 _FLAGS = {"dataset": "--data", "batch_size": "--batch-size", "limit_train": "--limit-train", "limit_val": "--limit-val"}
 
@@ -80,3 +84,31 @@ def changed_hparams(saved: Mapping[str, Any], given: Mapping[str, Any], config: 
     ``--lr`` after a NaN): they replace the saved ones; every other one keeps its saved value."""
     named = set(config.opts) | ({"lr"} if config.lr is not None else set())
     return {k: given[k] for k in named if k in given and saved.get(k) != given[k]}
+
+
+def _given(config: RunConfig) -> set[str]:
+    if config.given is not None:
+        return set(config.given)
+    defaults = RunConfig(config.model, config.optimizer)
+    return {name for name in RESUMED_OPTIONS if getattr(config, name) != getattr(defaults, name)}
+
+
+def resumed_config(config: RunConfig, saved: Mapping[str, Any], world: int = 1) -> RunConfig:
+    """The config a resumed run trains with: each of :data:`RESUMED_OPTIONS` not given on this
+    command line is the run's own, from its ``config.yaml`` (``saved``); one given and different
+    is refused later, by :func:`check_resume`.
+
+    The batch size is taken as the same global batch over this run's ``world`` processes when
+    they divide it (a run of 2 x 16 resumes in one process as 32).
+    """
+    given = _given(config)
+    changes = {}
+    for name in RESUMED_OPTIONS:
+        key = "dataset" if name == "data" else name
+        if name not in given and key in saved:
+            changes[name] = saved[key]
+    if "batch_size" in changes and isinstance(changes["batch_size"], int):
+        total = changes["batch_size"] * int(saved.get("world_size") or saved.get("nproc") or 1)
+        if total % world == 0:
+            changes["batch_size"] = total // world
+    return replace(config, **changes)

@@ -37,7 +37,16 @@ from zoo.checkpoint import (
 )
 from zoo.config import RunConfig, check_config, default_data_dir
 from zoo.console import Console
-from zoo.data import adapt_error, dataset_classes, dataset_input_size, iterate_batches, limit, normalisation
+from zoo.data import (
+    adapt_error,
+    dataset_classes,
+    dataset_input_size,
+    iterate_batches,
+    limit,
+    normalisation,
+    unreadable_images,
+    without_files,
+)
 from zoo.ddp import Dist, setup
 from zoo.devices import resolve_device
 from zoo.errors import Interrupted, RunError, UsageError, ZooError, one_line
@@ -47,8 +56,9 @@ from zoo.plugins import get_plugin_host
 from zoo.preflight import preflight
 from zoo.progress import Progress
 from zoo.registry import Registry, get_registry, model_from_checkpoint
-from zoo.resume import changed_hparams, check_resume
+from zoo.resume import changed_hparams, check_resume, resumed_config
 from zoo.rundir import RunDir, exists_error
+from zoo.runs import read_config
 from zoo.steps import evaluate, first_nonfinite, train_step
 
 __all__ = [
@@ -395,12 +405,14 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     if config.tensorboard:
         _require_tensorboard()
     model_entry, optimizer_entry = registry.model(config.model), registry.optimizer(config.optimizer)
+    # A torchrun / `zoo run --nproc` worker joins the process group here; elsewhere a no-op.
+    dist, config = setup(config)
+    if config.resume:  # the options not given again are the run's own
+        config = resumed_config(config, _saved_config(config.out), dist.world)
     dataset = config.data or model_entry.default_dataset
     if dataset is None:
         raise UsageError(f"model '{config.model}' has no default dataset: pass --data NAME (zoo list datasets)")
     registry.dataset(dataset)
-    # A torchrun / `zoo run --nproc` worker joins the process group here; elsewhere a no-op.
-    dist, config = setup(config)
     console = Console(progress_stream) if not config.quiet and dist.is_main else None
     factory = registry.optimizer_factory(config.optimizer)
     hparams = parse_hparams(config.optimizer, factory, optimizer_entry.defaults, lr=config.lr, opts=config.opts)
@@ -473,6 +485,15 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     return job
 
 
+def _saved_config(out: str | None) -> dict[str, Any]:
+    """The ``config.yaml`` of the run ``--resume`` continues; empty when it has none (killed
+    before writing it) or it cannot be read (the checkpoint's own spec is checked anyway)."""
+    try:
+        return read_config(Path(out).expanduser()) if out is not None else {}
+    except ValueError:
+        return {}
+
+
 def _resume_point(config: RunConfig, dist: Dist, dataset: str) -> tuple[RunDir | None, dict[str, Any] | None]:
     """With ``--resume``: the run directory and its ``last.pt`` (None: killed before its first),
     checked to continue the same run. Without: None, None (the directory is created later)."""
@@ -493,11 +514,9 @@ def _load_data(config: RunConfig, registry: Registry, dataset: str, input_size: 
     """Both splits, limited, checked against the model; classes come from the dataset, as the
     seed's CIFAR-10 gives 10."""
     entry = registry.dataset(dataset)
-    data_dir = config.data_dir or default_data_dir()
-    train = limit(
-        registry.load_dataset(dataset, train=True, root=data_dir, download=config.download), config.limit_train
-    )
-    val = limit(registry.load_dataset(dataset, train=False, root=data_dir, download=config.download), config.limit_val)
+    data_dir = config.data_dir or default_data_dir()  # as given: messages name what the user typed
+    train = limit(_load_split(config, registry, dataset, data_dir, train=True), config.limit_train)
+    val = limit(_load_split(config, registry, dataset, data_dir, train=False), config.limit_val)
     if len(train) == 0 or len(val) == 0:
         raise UsageError(
             f"dataset '{dataset}' in {data_dir} has {len(train)} training and {len(val)} validation "
@@ -518,7 +537,29 @@ def _load_data(config: RunConfig, registry: Registry, dataset: str, input_size: 
         raise UsageError(f"dataset '{dataset}' declares no num_classes and its data has no 'classes' attribute")
     classes = classes if len(classes) == num_classes else [str(i) for i in range(num_classes)]
     mean, std = normalisation(train)
-    return _Data(train, val, data_dir, tuple(size), classes, tuple(mean), tuple(std))
+    # Recorded absolute, so that config.yaml (and zoo validate) find the data from anywhere.
+    recorded = str(Path(data_dir).expanduser().absolute())
+    return _Data(train, val, recorded, tuple(size), classes, tuple(mean), tuple(std))
+
+
+def _load_split(config: RunConfig, registry: Registry, dataset: str, data_dir: str, *, train: bool) -> Any:
+    """One split, its unreadable image files (if it is a folder of them) refused before anything
+    is written, or left out with a warning under ``--skip-bad-images``."""
+    data = registry.load_dataset(dataset, train=train, root=data_dir, download=config.download)
+    bad = unreadable_images(data)
+    if not bad:
+        return data
+    split, more = ("training" if train else "validation"), (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+    if not config.skip_bad_images:
+        raise UsageError(
+            f"{len(bad)} image file(s) of the {split} split of '{dataset}' cannot be read: {bad[0]}{more}; "
+            f"remove or replace them, or pass --skip-bad-images to leave them out"
+        )
+    print(
+        f"zoo: warning: left out {len(bad)} unreadable image file(s) of the {split} split: {bad[0]}{more}",
+        file=sys.stderr,
+    )
+    return without_files(data, set(bad))
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -596,6 +637,7 @@ def _spec(
         "classes": data.classes,
         "input_size": list(entry.input_size),
         "data_input_size": list(data.size),
+        "data_dir": data.data_dir,
         "mean": list(data.mean),
         "std": list(data.std),
         "base": entry.base,
@@ -631,8 +673,10 @@ def _write_run_files(job: Job, data_dir: str, state_bytes: int | None, *, resume
     """``config.yaml`` and ``metrics.jsonl`` (a resumed run's history, up to its checkpoint), then
     a check that the disk holds the checkpoints to come."""
     config, spec = job.config, job.run.spec
+    options = {k: v for k, v in _plain(asdict(config)).items() if k != "given"}
     doc = {
-        **_plain(asdict(config)),
+        **options,
+        "lr": spec["hparams"].get("lr"),  # what trains, whether from --lr, --opt lr= or the defaults
         "dataset": spec["dataset"],
         "data_dir": data_dir,
         "hparams": _plain(spec["hparams"]),
@@ -641,6 +685,7 @@ def _write_run_files(job: Job, data_dir: str, state_bytes: int | None, *, resume
         "edits": spec["edits"],
         "resolved_device": str(job.run.device),
         "out": str(job.run_dir.path),
+        "world_size": job.dist.world,
     }
     try:
         job.run_dir.write_config(doc)
@@ -736,6 +781,15 @@ def _require_tensorboard() -> None:
 # -- validate -----------------------------------------------------------------------------------
 
 
+def _trained_data_dir(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> str | None:
+    """Where the checkpoint's run found its data: its run directory's config.yaml, else the spec."""
+    try:
+        saved = read_config(Path(path).parent).get("data_dir")
+    except ValueError:
+        saved = None
+    return saved or checkpoint["spec"].get("data_dir")
+
+
 def validate(
     checkpoint: str | os.PathLike[str],
     *,
@@ -757,7 +811,7 @@ def validate(
     model = model_from_checkpoint(ckpt, source=str(checkpoint), registry=registry).to(target)
     name = data or spec["dataset"]
     entry = registry.dataset(name)
-    root = data_dir or default_data_dir()
+    root = data_dir or (_trained_data_dir(checkpoint, ckpt) if name == spec["dataset"] else None) or default_data_dir()
     val_set = limit(registry.load_dataset(name, train=False, root=root, download=False), limit_val)
     num_classes = entry.num_classes or len(dataset_classes(val_set) or [])
     if num_classes != spec["num_classes"]:

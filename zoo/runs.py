@@ -3,7 +3,7 @@
 Only ``config.yaml``, ``metrics.jsonl`` and ``status.json`` are read (YAML and JSON, no torch),
 so listing a hundred runs takes a fraction of a second. A run the runner did not finish
 cleanly is reported, never a crash: a missing or unreadable file makes that one run
-``failed`` with the reason.
+``failed`` with the reason, and so does an empty directory (a run killed before its first file).
 """
 
 from __future__ import annotations
@@ -37,7 +37,28 @@ STATUSES = ("running", "finished", "interrupted", "failed")
 
 
 def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run file (``config.yaml``, ``metrics.jsonl``, ...)."""
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def _leftover_of_a_run(path: Path) -> bool:
+    """An empty directory, or one holding only what a killed write of a run file leaves
+    (``.config.yaml.XXXX.tmp``): a run stopped before its first file was in place."""
+    try:
+        return all(
+            entry.name.endswith(".tmp") and any(entry.name.startswith(f".{name}.") for name in RUN_FILES)
+            for entry in path.iterdir()
+        )
+    except OSError:
+        return False
+
+
+def _listed(path: Path) -> bool:
+    """Whether ``zoo runs`` lists this directory under its root: a run directory, however broken,
+    including an empty one; not a hidden directory, not one that only holds other files."""
+    if path.name.startswith(".") or not path.is_dir():
+        return False
+    return is_run_dir(path) or _leftover_of_a_run(path)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -169,10 +190,16 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     }
     config: dict[str, Any] = {}
     problems = []
-    try:
-        config = read_config(run_dir)
-    except ValueError as exc:
-        problems.append(str(exc))
+    empty = not is_run_dir(run_dir)
+    if empty:
+        problems.append(
+            "empty: no config.yaml, metrics.jsonl or status.json (it stopped before writing its first file)"
+        )
+    else:
+        try:
+            config = read_config(run_dir)
+        except ValueError as exc:
+            problems.append(str(exc))
     row["model"] = config.get("model")
     row["optimizer"] = config.get("optimizer")
     row["dataset"] = config.get("dataset", config.get("data"))
@@ -185,7 +212,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     except ValueError as exc:
         metrics = []
         # Before its first epoch a run has no metrics.jsonl yet; status.json says so.
-        if not (str(exc) == "no metrics.jsonl" and status is not None):
+        if not (str(exc) == "no metrics.jsonl" and (status is not None or empty)):
             problems.append(str(exc))
     done = (status or {}).get("epochs_done")
     fallback = done if isinstance(done, int) and not isinstance(done, bool) else 0
@@ -220,7 +247,7 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
         candidates = [root]
     else:
         try:
-            candidates = [p for p in root.iterdir() if is_run_dir(p)]
+            candidates = [p for p in root.iterdir() if _listed(p)]
         except OSError as exc:
             raise UsageError(f"cannot read '{root}': {exc.strerror}") from None
     rows = [run_row(p) for p in candidates]
