@@ -11,9 +11,25 @@ over this loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def flip_and_crop(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random horizontal flips (p = 0.5) and translations by up to ``padding`` pixels, as one
+    would write them by hand for a batch on the device: the bench's baseline for ``--augment flip
+    --augment crop``."""
+    b, c, h, w = images.shape
+    flipped = torch.rand(b, device=images.device, generator=generator) < 0.5
+    images = torch.where(flipped[:, None, None, None], images.flip(3), images)
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, b), device=images.device, generator=generator)
+    padded = F.pad(images, (padding, padding, padding, padding))
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None].expand(b, c, h, w + 2 * padding)
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :].expand(b, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
 
 
 def train_epochs(
@@ -29,6 +45,7 @@ def train_epochs(
     generator: torch.Generator,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> list[tuple[int, float]]:
     """Train ``epochs`` epochs; ``(images, seconds)`` of each, timed as the runner times its own.
 
@@ -38,6 +55,7 @@ def train_epochs(
     device = images.device
     n = images.shape[0]
     criterion = nn.CrossEntropyLoss().to(device)
+    augment_generator = torch.Generator(device=device).manual_seed(1)
     model.train()
     epochs_done: list[tuple[int, float]] = []
     for _ in range(epochs):
@@ -46,6 +64,8 @@ def train_epochs(
         for first in range(0, n, batch_size):
             index = order[first : first + batch_size]
             inputs = (images.index_select(0, index) - shift).div_(divisor)
+            if augment is not None:
+                inputs = augment(inputs, augment_generator)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             targets = labels.index_select(0, index)

@@ -183,7 +183,10 @@ CASES = [
         id="show-unknown-name",
     ),
     pytest.param(
-        Case(("list", "modles", "vgg*"), ("unknown kind 'modles': expected models, optimizers or datasets",)),
+        Case(
+            ("list", "modles", "vgg*"),
+            ("unknown kind 'modles': expected models, optimizers, datasets, schedulers, augmentations or recipes",),
+        ),
         id="list-unknown-kind",
     ),
     pytest.param(

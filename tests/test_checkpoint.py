@@ -80,6 +80,94 @@ def test_rng_states_round_trip():
     assert torch.equal(expected[0], again[0]) and expected[1:3] == again[1:3] and torch.equal(expected[3], again[3])
 
 
+class SimulatedGPUs:
+    """torch.cuda's generator states for ``count`` simulated GPUs, one small tensor each (the
+    index, then a draw counter); ``draw(i)`` advances GPU i's stream, as dropout on it would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, count: int, current: int = 0):
+        self.count, self.current = count, current
+        self.states = {i: torch.tensor([i, 0], dtype=torch.uint8) for i in range(count)}
+        for name in ("is_available", "is_initialized"):
+            monkeypatch.setattr(torch.cuda, name, lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.count)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": self.states[self.index(device)].clone())
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set_rng_state)
+        # What the checkpoints of earlier zoo versions used: every visible GPU's state.
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [self.states[i].clone() for i in range(count)])
+        monkeypatch.setattr(
+            torch.cuda, "set_rng_state_all", lambda states: [self.set_rng_state(s, i) for i, s in enumerate(states)]
+        )
+
+    def index(self, device: object) -> int:
+        device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        assert device.type == "cuda"
+        return self.current if device.index is None else device.index
+
+    def set_rng_state(self, state: torch.Tensor, device: object = "cuda") -> None:
+        self.states[self.index(device)] = state.clone()
+
+    def draw(self, index: int) -> None:
+        self.states[index][1] += 1
+
+
+def test_the_training_gpus_rng_is_restored_whatever_the_number_of_visible_gpus(monkeypatch, capsys):
+    """Trained on cuda:1 of two GPUs, resumed where one is visible (a scheduler's other
+    CUDA_VISIBLE_DEVICES): the resumed run's GPU continues the stream that trained."""
+    before = SimulatedGPUs(monkeypatch, count=2, current=1)
+    before.draw(1), before.draw(1)
+    saved = capture_rng(device=torch.device("cuda", 1))
+    trained_stream = before.states[1].clone()
+
+    after = SimulatedGPUs(monkeypatch, count=1)
+    assert restore_rng(saved, device=torch.device("cuda", 0)) is None
+    assert torch.equal(after.states[0], trained_stream)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_current_gpu_is_the_training_device_by_default(monkeypatch):
+    gpus = SimulatedGPUs(monkeypatch, count=2, current=1)  # resolve_device("cuda:1") makes it current
+    gpus.draw(1)
+    saved = capture_rng()
+    gpus.draw(1)
+    restore_rng(saved)
+    assert gpus.states[1].tolist() == [1, 1]
+
+
+def test_a_cpu_run_saves_and_restores_no_cuda_state(monkeypatch, capsys):
+    gpus = SimulatedGPUs(monkeypatch, count=2)
+    saved = capture_rng(device=torch.device("cpu"))
+    assert "cuda_device" not in saved and "cuda" not in saved
+    gpus.draw(0)
+    restore_rng({**saved, "cuda_device": torch.tensor([9, 9], dtype=torch.uint8)}, device=torch.device("cpu"))
+    assert gpus.states[0].tolist() == [0, 1] and capsys.readouterr().err == ""
+
+
+def test_an_older_checkpoints_cuda_states_are_restored_where_the_gpus_match(monkeypatch, capsys):
+    older = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([7, 1], dtype=torch.uint8)] * 2}
+    gpus = SimulatedGPUs(monkeypatch, count=2)
+    assert restore_rng(older, device=torch.device("cuda", 0)) is None
+    assert [s.tolist() for s in gpus.states.values()] == [[7, 1], [7, 1]]
+    assert capsys.readouterr().err == ""
+
+
+def test_an_older_checkpoints_cuda_states_for_other_gpus_are_a_warning_line(monkeypatch, capsys):
+    """Saved by an earlier zoo with two GPUs visible, resumed with one: which state trained is
+    unknown, so none is restored, and one warning line says so (the CPU's state still is)."""
+    older = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([i, 5], dtype=torch.uint8) for i in range(2)]}
+    torch.rand(3)
+    gpus = SimulatedGPUs(monkeypatch, count=1)
+    problem = restore_rng(older, device=torch.device("cuda", 0))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zoo: warning: ") and problem in err
+    assert "one CUDA random state per GPU visible then, 2, and 1 is visible now" in problem
+    assert "dropout and other random layers draw other numbers" in problem
+    assert gpus.states[0].tolist() == [0, 0]
+    assert torch.equal(torch.get_rng_state(), older["torch"])
+    assert restore_rng(older, device=torch.device("cuda", 0), warn=False) == problem
+    assert capsys.readouterr().err == ""  # a second restore of the same state need not say it again
+
+
 def test_the_model_is_rebuilt_from_the_registry_and_loaded_strictly(trained):
     ckpt = load_checkpoint(trained / "last.pt")
     model = model_from_checkpoint(ckpt, source="last.pt")

@@ -35,6 +35,11 @@ def test_list_json_holds_the_registry(zoo_cli):
         "fake": "datasets",
         "imagefolder": "datasets",
     }
+    assert {"cosine", "warmup-cosine", "onecycle"} <= {
+        n for n, p in by_kind["scheduler"].items() if p == "registry.yaml"
+    }
+    assert {"steplr", "onecyclelr", "reducelronplateau", "warmupcosinelr"} <= set(by_kind["scheduler"])
+    assert by_kind["augmentation"] == {"flip": "augment", "crop": "augment", "cutout": "augment"}
 
 
 def test_list_kind_and_pattern(zoo_cli):
@@ -47,7 +52,14 @@ def test_list_kind_and_pattern(zoo_cli):
 
 
 @pytest.mark.parametrize(
-    "singular, plural", [("model", "models"), ("optimizer", "optimizers"), ("dataset", "datasets")]
+    "singular, plural",
+    [
+        ("model", "models"),
+        ("optimizer", "optimizers"),
+        ("dataset", "datasets"),
+        ("scheduler", "schedulers"),
+        ("augmentation", "augmentations"),
+    ],
 )
 def test_list_takes_a_kind_singular_or_plural(zoo_fork, singular, plural):
     rows = json.loads(zoo_fork("list", plural, "--json").stdout)
@@ -69,7 +81,12 @@ def test_list_of_a_glob_that_matches_nothing_is_not_an_error(zoo_fork):
         (["show", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
         (["show", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
         (["show", "digts"], "unknown dataset 'digts'; did you mean 'digits'? (zoo list datasets)"),
-        (["show", "qqqqqq"], "unknown model, optimizer or dataset 'qqqqqq' (zoo list)"),
+        (["show", "cosin"], "unknown scheduler 'cosin'; did you mean 'cosine'? (zoo list schedulers)"),
+        (["show", "cutuot"], "unknown augmentation 'cutuot'; did you mean 'cutout'? (zoo list augmentations)"),
+        (
+            ["show", "qqqqqq"],
+            "unknown model, optimizer, dataset, scheduler, augmentation or recipe 'qqqqqq' (zoo list)",
+        ),
         (["run", "vgg61", "sgd"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
         (["run", "tudui", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
         (["check", "--models", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
@@ -86,7 +103,16 @@ def test_an_unknown_name_is_reported_one_way_everywhere(zoo_fork, args, message)
     assert result.stderr.strip() == f"zoo: error: {message}"
 
 
-@pytest.mark.parametrize("command", [["list", "--json"], ["plugins", "--all", "--json"], ["list", "optimizers"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list", "--json"],
+        ["plugins", "--all", "--json"],
+        ["list", "optimizers"],
+        ["list", "schedulers"],
+        ["list", "augmentations", "--json"],
+    ],
+)
 def test_registry_commands_do_not_import_torch(command):
     code = (
         "import sys, io, contextlib\n"

@@ -432,6 +432,34 @@ def test_cuda_batches_match_cpu_batches():
     assert data.to_device("cuda")[0] is data.to_device("cuda:0")[0]  # copied once
 
 
+def test_the_in_memory_set_goes_to_the_gpu_in_one_plain_copy_never_pinned(monkeypatch):
+    """Pinning the whole set for its one copy would leave a pinned block its size (256 MiB for
+    CIFAR-10's training images) in torch's host cache for the life of the process. Simulated
+    on the CPU: a copy to a CUDA device is recorded and made on the CPU."""
+    pinned, copied = [], []
+    plain_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        device = args[0] if args else kwargs.get("device")
+        if isinstance(device, (torch.device, str)) and torch.device(device).type == "cuda":
+            copied.append(self)
+            return self.clone()
+        return plain_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: pinned.append(self) or self)
+    data = numbered(10)
+    batches = iterate_batches(data, 4, shuffle=False, device=torch.device("cuda", 0))
+    images, labels, _, _ = data.to_device("cuda:0")
+    assert pinned == []
+    assert copied[0] is data.images and copied[1] is data.labels and len(copied) == 4  # and shift, divisor
+    assert torch.equal(images, data.images) and torch.equal(labels, data.labels)
+    assert len(batches) == 3
+    # The DataLoader path keeps pinning each batch: its workers' batches then copy asynchronously.
+    loader = iterate_batches(PlainDataset(8), 4, shuffle=False, device=torch.device("cuda", 0))
+    assert loader._loader.pin_memory
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 

@@ -434,6 +434,76 @@ def test_run_refuses_nproc_outside_a_launcher(tmp_path):
         run(single(tmp_path / "r", nproc=2))
 
 
+# -- a worker's GPU, simulated (torch.cuda and the process group patched) ------------------------
+
+
+@pytest.fixture
+def cuda_worker(monkeypatch):
+    """``cuda_worker(gpus, local_rank, local_world)``: this process as a torchrun worker on a
+    node of ``local_world`` processes that sees ``gpus`` GPUs; returns what ``setup`` set: the
+    devices given to ``torch.cuda.set_device`` and the ``init_process_group`` arguments."""
+    import torch.distributed as dist
+
+    seen: dict[str, list] = {"set_device": [], "init": []}
+
+    def make(gpus: int, local_rank: int, local_world: int) -> dict[str, list]:
+        for name, value in [("RANK", local_rank), ("LOCAL_RANK", local_rank), ("WORLD_SIZE", local_world)]:
+            monkeypatch.setenv(name, str(value))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+        monkeypatch.setenv("MASTER_PORT", "29500")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "set_device", seen["set_device"].append)
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "TCPStore", lambda *args, **kwargs: "store")
+        monkeypatch.setattr(dist, "PrefixStore", lambda prefix, store: store)
+        monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: seen["init"].append((args, kwargs)))
+        monkeypatch.setattr(dist, "new_group", lambda **kwargs: "control")
+        return seen
+
+    return make
+
+
+def test_one_gpu_per_process_trains_local_rank_1_on_its_only_gpu(cuda_worker):
+    """A scheduler that gives each process its own CUDA_VISIBLE_DEVICES: local rank 1 sees one
+    GPU, cuda:0, which is its own."""
+    from zoo.ddp import setup
+
+    seen = cuda_worker(gpus=1, local_rank=1, local_world=2)
+    joined, config = setup(RunConfig("tudui", "sgd", device="cuda"))
+    assert joined.device == torch.device("cuda", 0) and joined.rank == 1 and joined.backend == "nccl"
+    assert seen["set_device"] == [torch.device("cuda", 0)]
+    ((args, kwargs),) = seen["init"]
+    assert args == ("nccl",) and kwargs["device_id"] == torch.device("cuda", 0)
+    assert config.quiet
+
+
+def test_fewer_gpus_than_local_ranks_is_still_refused(cuda_worker):
+    from zoo.ddp import setup
+
+    seen = cuda_worker(gpus=2, local_rank=2, local_world=3)
+    with pytest.raises(UsageError, match=r"this is local rank 2, but only 2 GPU\(s\) are visible"):
+        setup(RunConfig("tudui", "sgd", device="cuda"))
+    assert seen == {"set_device": [], "init": []}
+
+
+def test_a_rank_resumed_on_a_gpu_from_a_cpu_stop_draws_a_stream_of_its_own(monkeypatch):
+    """Rank 1's state saved on the CPU has no CUDA stream: without a fork of its own, rank 1's
+    GPU would continue rank 0's stream (restored from the checkpoint) and draw its masks."""
+    seeds: list[int] = []
+    monkeypatch.setattr(torch, "manual_seed", seeds.append)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *args: pytest.fail("no CUDA state was saved"))
+    states = [{"torch": torch.get_rng_state()}, {"torch": torch.Generator().manual_seed(1).get_state()}]
+    with torch.random.fork_rng(devices=[]):  # this process's CPU stream is put back afterwards
+        Dist(torch.device("cuda", 1), rank=1, world=2).restore_rank_rng(states, seed=0, epoch=2)
+        assert len(seeds) == 1
+        assert torch.equal(torch.get_rng_state(), states[1]["torch"])  # the CPU stream continues as saved
+        seeds.clear()
+        Dist(torch.device("cpu"), rank=1, world=2).restore_rank_rng(states, seed=0, epoch=2)
+        assert seeds == []  # on the CPU, the saved state is all there is to restore
+
+
 # -- sharding (zoo.data), in this process ---------------------------------------------------------
 
 
@@ -494,3 +564,27 @@ def test_a_single_process_dist_changes_nothing():
     assert one.for_evaluation(model, model) is model and one.is_main
     assert one.stop_vote(True) and not one.stop_vote(False) and one.agree(True) and not one.agree(False)
     assert one.describe() == "cpu" and one.is_main and not one.distributed
+
+
+@pytest.mark.slow
+def test_a_recipe_run_restarted_after_a_killed_worker_equals_the_uninterrupted_one(zoo_forked):
+    # warmup-cosine, flip, crop, an EMA, label smoothing and accumulation under --nproc 2: rank 1
+    # dies mid-epoch 2 and the restarted group continues from epoch 1's checkpoint. Every rank
+    # reseeds its augmentations from (seed, epoch, rank) at each epoch's start, and the schedule,
+    # EMA and optimizer come back from the checkpoint, so epoch 2 replays bit for bit.
+    recipe = ["--sched", "warmup-cosine", "--augment", "flip", "--augment", "crop:padding=2", "--ema", "0.9",
+              "--label-smoothing", "0.1", "--accumulate", "2", "--lr", "0.05", "--quiet"]  # fmt: skip
+    straight = zoo_forked("run", *TWO, *recipe, "--out", "straight", timeout=240)
+    assert straight.returncode == 0, straight.stderr
+    killed = zoo_forked("run", *TWO, *recipe, "--max-restarts", "1", "--out", "killed",
+                        env={ENV_TEST_KILL: "1:9"}, timeout=240)  # fmt: skip
+    assert killed.returncode == 0, killed.stderr
+    a = torch.load(zoo_forked.cwd / "straight" / "last.pt", weights_only=True)
+    b = torch.load(zoo_forked.cwd / "killed" / "last.pt", weights_only=True)
+    for part in (a["model"], a["ema"]["model"]):
+        other = b["model"] if part is a["model"] else b["ema"]["model"]
+        assert all(torch.equal(part[k], other[k]) for k in part)
+    assert a["scheduler"] == b["scheduler"] and str(a["optimizer"]) == str(b["optimizer"])
+    assert [line["lr"] for line in metric_lines(zoo_forked.cwd / "straight")] == [
+        line["lr"] for line in metric_lines(zoo_forked.cwd / "killed")
+    ]

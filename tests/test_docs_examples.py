@@ -267,7 +267,7 @@ def test_zoo_command_lines_parse(doc: Path):
 # -- registry files ------------------------------------------------------------------------------
 
 
-KINDS = {"models": "model", "optimizers": "optimizer"}
+KINDS = {"models": "model", "optimizers": "optimizer", "schedulers": "scheduler", "recipes": "recipe"}
 
 
 def declared(block: Block) -> set[tuple[str, str]]:
@@ -399,7 +399,7 @@ def layered_venv(path: Path) -> Path:
 
 
 RUN_DOCS = sorted({b.doc for b in marked("run")})
-LIST_KINDS = ("models", "optimizers", "datasets")
+LIST_KINDS = ("models", "optimizers", "datasets", "schedulers", "augmentations", "recipes")
 
 
 def check_what_it_says(doc: Path, args: list[str], comment: list[str], stdout: str, report: str) -> None:

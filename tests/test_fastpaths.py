@@ -3,13 +3,15 @@ what each forward runs under, not how long it takes (timings live in bench/)."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from probes import HostReads
+from probes import HostReads, per_step
 from zoo import hookimpl
 from zoo.data import TensorImageDataset
 from zoo.plugins import get_plugin_host
@@ -37,8 +39,9 @@ class _Probe:
             _Probe.eval_modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
 
 
-def probed_run(out: Path, steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    """One epoch of Tudui on in-memory data: (host reads, TensorImageDataset.__getitem__ calls)."""
+def probed_run(out: Path, steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
+    """One epoch of Tudui on in-memory data, ``steps`` steps asked for: (host reads,
+    TensorImageDataset.__getitem__ calls, training steps taken, counted by their forwards)."""
     _Probe.train_grads_none, _Probe.eval_modes = [], []
     get_plugin_host(extra=[("probe", _Probe)])
     items = [0]
@@ -63,14 +66,17 @@ def probed_run(out: Path, steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[
     )
     with HostReads() as reads:
         run(config)
-    return reads.count, items[0]
+    return reads.count, items[0], len(_Probe.train_grads_none)
 
 
 def test_a_training_step_reads_nothing_back_and_touches_no_item(tmp_path, monkeypatch):
     # Twice the steps, and the difference is the per-step cost: one read per NaN-check window.
+    # The steps are counted, not assumed: a data set smaller than the longer run asks for would
+    # give both runs the same steps and a difference of 0 whatever a step reads.
     short = probed_run(tmp_path / "short", 2 * CHECK_EVERY, monkeypatch)
     long = probed_run(tmp_path / "long", 4 * CHECK_EVERY, monkeypatch)
-    assert (long[0] - short[0]) / (2 * CHECK_EVERY) <= 1 / CHECK_EVERY, (short, long)
+    assert (short[2], long[2]) == (2 * CHECK_EVERY, 4 * CHECK_EVERY)
+    assert per_step((short[0], short[2]), (long[0], long[2])) <= 1 / CHECK_EVERY, (short, long)
     assert short[1] == long[1] == 0  # batches are index_select slices of one tensor, never items
 
 
@@ -81,3 +87,34 @@ def test_training_forwards_start_with_no_grads_and_validation_runs_in_inference_
     # forward (set_to_none=False would leave tensors of zeros to add into).
     assert len(_Probe.train_grads_none) == steps and all(_Probe.train_grads_none)
     assert _Probe.eval_modes and all(inference and not grad for inference, grad in _Probe.eval_modes)
+
+
+def test_a_per_step_difference_refuses_runs_that_took_the_same_steps():
+    # The bench's old GPU sync check: 12,800 and 25,600 images asked of a 10,000-image set.
+    with pytest.raises(ValueError, match="157 and 157 steps"):
+        per_step((3, 157), (3, 157))
+    assert per_step((3, 100), (5, 200)) == 0.02
+
+
+def _bench_module() -> Any:
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench_dir))  # its raw_loop
+    try:
+        if "zoo_bench_run" not in sys.modules:  # loaded once: its dataclasses need it in sys.modules
+            spec = importlib.util.spec_from_file_location("zoo_bench_run", bench_dir / "run.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["zoo_bench_run"] = module
+            spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench_dir))
+    return sys.modules["zoo_bench_run"]
+
+
+def test_the_bench_sync_check_runs_take_different_steps_within_each_profiles_training_set():
+    bench = _bench_module()
+    for profile in (bench.DEFAULT, bench.FULL):
+        n_train = profile.seed_data[0]  # the GPU section's training set on CUDA
+        steps = bench.sync_check_steps(n_train, 64)
+        assert steps >= CHECK_EVERY and steps % CHECK_EVERY == 0 and 2 * steps * 64 <= n_train, (profile, steps)
+    with pytest.raises(ValueError, match="needs at least"):
+        bench.sync_check_steps(1_000, 64)

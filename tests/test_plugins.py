@@ -78,9 +78,11 @@ def host_with(monkeypatch, site: Path) -> PluginHost:
 def test_builtins_load_through_entry_points():
     host = get_plugin_host()
     builtins = {i.name: i for i in host.plugin_infos(include_builtin=True) if i.builtin}
-    assert set(builtins) == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard"}
+    assert set(builtins) == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard", "schedulers", "augment"}
     assert all(i.status == "ok" and i.distribution == "tudui-zoo" for i in builtins.values())
     assert builtins["torch-optim"].hooks == ["register_optimizers"]
+    assert builtins["schedulers"].hooks == ["register_schedulers"]
+    assert builtins["augment"].hooks == ["register_augmentations"]
     assert builtins["tensorboard"].hooks == ["on_epoch_end", "on_run_end", "on_run_start"]
 
 
@@ -255,6 +257,8 @@ def test_every_hook_is_specified_and_documented():
             "register_models",
             "register_optimizers",
             "register_datasets",
+            "register_schedulers",
+            "register_augmentations",
             "on_run_start",
             "on_epoch_end",
             "on_checkpoint",
@@ -354,6 +358,66 @@ def test_hook_register_datasets(monkeypatch, plugin_dist):
     train = registry.load_dataset("ones", train=True, root=".")
     image, label = train[1]
     assert image.shape == (1, 4, 4) and float(image[0, 0, 0]) == pytest.approx(1.0) and label == 1
+
+
+SCHEDULE_AND_AUGMENT = """
+from zoo import hookimpl
+
+@hookimpl
+def register_schedulers(register):
+    register("halving", halving, summary="halve the lr every epoch", defaults={"factor": 0.5})
+    register("acme-steps", "torch.optim.lr_scheduler:StepLR", summary="StepLR per step", interval="step")
+
+@hookimpl
+def register_augmentations(register):
+    register("negate", f"{__name__}:negate", summary="negate each image with probability p")
+
+def halving(optimizer, factor, epochs):
+    import torch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor ** min(epoch, epochs))
+
+def negate(p=0.5):
+    import torch
+    def apply(images, generator):
+        flip = torch.rand(images.shape[0], device=images.device, generator=generator) < p
+        return torch.where(flip[:, None, None, None], -images, images)
+    return apply
+"""
+
+
+def test_hook_register_schedulers(monkeypatch, plugin_dist):
+    monkeypatch.syspath_prepend(str(plugin_dist("sched", SCHEDULE_AND_AUGMENT)))
+    import torch
+
+    from zoo.recipe import build_scheduler
+
+    registry = get_registry()
+    entry = registry.scheduler("halving")
+    assert (entry.plugin, entry.interval, entry.defaults) == ("sched", "epoch", {"factor": 0.5})
+    assert registry.scheduler("acme-steps").interval == "step"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    schedule = build_scheduler(registry, "halving", optimizer, opts={}, interval=None, epochs=2, steps_per_epoch=5)
+    assert schedule.hparams == {"factor": 0.5, "epochs": 2} and schedule.filled == ("epochs",)
+    lrs = []
+    for _ in range(3):
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == [0.5, 0.25, 0.25]  # capped at the run's 2 epochs, which the run filled in
+
+
+def test_hook_register_augmentations(monkeypatch, plugin_dist):
+    monkeypatch.syspath_prepend(str(plugin_dist("aug", SCHEDULE_AND_AUGMENT)))
+    import torch
+
+    from zoo.recipe import build_augmentation
+
+    registry = get_registry()
+    assert registry.augmentation("negate").plugin == "aug"
+    augment = build_augmentation(registry, ["negate:p=1", "flip:p=0"])
+    images = torch.randn(4, 3, 2, 2)
+    assert torch.equal(augment(images, torch.Generator().manual_seed(0)), -images)
+    assert augment.specs == [("negate", {"p": 1.0}), ("flip", {"p": 0.0})]
 
 
 # -- through the command line ------------------------------------------------------------------
@@ -493,4 +557,12 @@ def test_example_plugin_installs_and_lists(zoo_cli, example_site):
         }
     ]
     everything = json.loads(zoo_cli("plugins", "--all", "--json").stdout)
-    assert {p["name"] for p in everything if p["builtin"]} == {"tudui", "vgg", "torch-optim", "datasets", "tensorboard"}
+    assert {p["name"] for p in everything if p["builtin"]} == {
+        "tudui",
+        "vgg",
+        "torch-optim",
+        "datasets",
+        "tensorboard",
+        "schedulers",
+        "augment",
+    }

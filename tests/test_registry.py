@@ -105,7 +105,9 @@ def test_a_name_of_any_kind_is_reported_as_the_closest_kind(registry):
     assert str(caught.value) == "unknown optimizer 'sgd-momentun'; did you mean 'sgd-momentum'? (zoo list optimizers)"
     with pytest.raises(UnknownNameError) as caught:
         registry.find("qqqqqq")
-    assert str(caught.value) == "unknown model, optimizer or dataset 'qqqqqq' (zoo list)"
+    assert str(caught.value) == (
+        "unknown model, optimizer, dataset, scheduler, augmentation or recipe 'qqqqqq' (zoo list)"
+    )
 
 
 def test_list_filters_by_kind_and_glob_in_natural_order(registry):

@@ -9,7 +9,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so t
      "spec": {"model", "optimizer", "hparams", "dataset", "num_classes", "classes",
               "input_size", "base", "base_classes", "edits", "mean", "std", ...},
      "metrics": {..., "history": [one metrics.jsonl line per epoch]},
-     "rng": {"torch", "cuda", "numpy", "python", "shuffle"},   # all tensors or plain values
+     "rng": {"torch", "cuda_device", "numpy", "python", "shuffle"},   # all tensors or plain values;
+            # "cuda_device": the training GPU's state (older checkpoints: "cuda", one per visible GPU)
      "provenance": {"zoo", "torch", "python", "plugins", "created"},
      "partial": None or the state of an epoch stopped by a signal}
 
@@ -98,14 +99,32 @@ def cpu_copy(obj: Any) -> Any:
     return obj
 
 
-def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
+def _cuda_in_use(device: torch.device | None) -> torch.device | None:
+    """The CUDA device whose generator a run draws from: ``device`` when it is a GPU, none when
+    it is another device; for ``None``, the current CUDA device once CUDA is in use (never
+    initialising CUDA for a run that does not use it)."""
+    if device is not None:
+        device = torch.device(device)
+        if device.type != "cuda":
+            return None
+        return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def capture_rng(generator: torch.Generator | None = None, device: torch.device | None = None) -> dict[str, Any]:
     """Every random state a run draws from, as tensors and plain values (``weights_only``-safe).
 
-    ``generator`` is the run's shuffling generator, saved under ``"shuffle"``.
+    ``generator`` is the run's shuffling generator, saved under ``"shuffle"``. ``device`` is the
+    training device: on a GPU, its own CUDA generator (dropout's masks) is saved under
+    ``"cuda_device"``, which :func:`restore_rng` puts back on whichever GPU the resumed run
+    trains on, however many are visible then. ``None``: the current CUDA device, if CUDA is in use.
     """
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    cuda = _cuda_in_use(device)
+    if cuda is not None:
+        state["cuda_device"] = torch.cuda.get_rng_state(cuda)
     version, internal, gauss_next = random.getstate()
     state["python"] = {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
     try:
@@ -126,12 +145,58 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
-    """Put back what :func:`capture_rng` saved (CUDA states only where the GPUs still match)."""
+def _restore_cuda_rng(state: Mapping[str, Any], device: torch.device | None) -> str | None:
+    """Put the saved CUDA state back on the training device; why it could not be, or ``None``."""
+    cuda = _cuda_in_use(device)
+    if cuda is None:
+        return None  # training off the GPU: no CUDA stream to continue
+    own = state.get("cuda_device")
+    if own is not None:
+        try:
+            torch.cuda.set_rng_state(own, cuda)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            return f"the checkpoint's CUDA random state does not fit {cuda} ({one_line(exc)})"
+        return None
+    every = state.get("cuda")  # checkpoints before "cuda_device": one state per GPU visible then
+    if not every:
+        return None  # saved off the GPU: there was no CUDA stream
+    count = torch.cuda.device_count()
+    if len(every) != count:
+        return (
+            f"the checkpoint (from an older zoo) holds one CUDA random state per GPU visible then, {len(every)}, "
+            f"and {count} {'is' if count == 1 else 'are'} visible now, with nothing to say which one trained"
+        )
+    for index, each in enumerate(every):
+        torch.cuda.set_rng_state(each, index)
+    return None
+
+
+def restore_rng(
+    state: Mapping[str, Any],
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+    *,
+    warn: bool = True,
+) -> str | None:
+    """Put back what :func:`capture_rng` saved; ``device`` is the training device (``None``: the
+    current CUDA device, if CUDA is in use).
+
+    The CUDA state goes onto ``device``, whichever GPU saved it. An older checkpoint holds one
+    state per GPU then visible, which can only be put back when as many are visible now. When
+    the CUDA state cannot be restored, random layers (dropout) draw other numbers than the
+    uninterrupted run would have: that is returned, and said in one ``zoo: warning:`` line on
+    stderr when ``warn`` (pass ``False`` for a second restore of the same state, or on a rank
+    that does not speak).
+    """
     torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-        torch.cuda.set_rng_state_all(cuda)
+    problem = _restore_cuda_rng(state, device)
+    if problem is not None:
+        problem += (
+            ": the CUDA random state is not restored, so dropout and other random layers draw other "
+            "numbers than the uninterrupted run would have"
+        )
+        if warn:
+            print(f"zoo: warning: {problem}", file=sys.stderr, flush=True)
     py = state.get("python")
     if py:
         random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
@@ -144,6 +209,7 @@ def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = No
         )
     if generator is not None and state.get("shuffle") is not None:
         generator.set_state(state["shuffle"])
+    return problem
 
 
 def _distribution_version(name: str) -> str | None:

@@ -76,7 +76,14 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 # -- registry commands ------------------------------------------------------------------------
 
-KIND_ARGS = {"models": "model", "optimizers": "optimizer", "datasets": "dataset"}
+KIND_ARGS = {
+    "models": "model",
+    "optimizers": "optimizer",
+    "datasets": "dataset",
+    "schedulers": "scheduler",
+    "augmentations": "augmentation",
+    "recipes": "recipe",
+}
 KIND_ARGS |= {kind: kind for kind in KIND_ARGS.values()}  # `zoo list model` is `zoo list models`
 
 
@@ -86,7 +93,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         kind = KIND_ARGS[args.kind]
     elif args.kind is not None:
         if pattern is not None:
-            raise UsageError(f"unknown kind '{args.kind}': expected models, optimizers or datasets")
+            raise UsageError(
+                f"unknown kind '{args.kind}': expected models, optimizers, datasets, schedulers, augmentations "
+                "or recipes"
+            )
         pattern = args.kind  # `zoo list 'vgg*'`: a pattern over every kind
     entries = list(_registry(args).entries(kind, pattern))
     rows = [{"kind": e.kind, "name": e.name, "plugin": e.plugin, "summary": e.summary} for e in entries]
@@ -134,6 +144,25 @@ def _show_optimizer(registry: Any, entry: Any) -> dict[str, Any]:
 
     factory = registry.optimizer_factory(entry.name)
     params, var_kw = optimizer_params(factory)
+    return {
+        "kind": "optimizer",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "factory": _factory_name(factory),
+        "base": entry.base,
+        "defaults": entry.defaults,
+        "parameters": _parameter_rows(params, entry.defaults, {}),
+        "accepts_extra_keywords": var_kw,
+    }
+
+
+def _factory_name(factory: Any) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}" if hasattr(factory, "__qualname__") else repr(factory)
+
+
+def _parameter_rows(params: list[Any], defaults: dict[str, Any], filled: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per hyper-parameter: its type, its default, the zoo's default, what the run fills."""
     rows = []
     for p in params:
         row: dict[str, Any] = {
@@ -142,21 +171,96 @@ def _show_optimizer(registry: Any, entry: Any) -> dict[str, Any]:
             "default": None if p.required else p.default,
             "required": p.required,
         }
-        if p.name in entry.defaults:
-            row["zoo_default"] = entry.defaults[p.name]
+        if p.name in defaults:
+            row["zoo_default"] = defaults[p.name]
+        if p.name in filled:
+            row["filled_by_run"] = filled[p.name]
         rows.append(row)
-    target = f"{factory.__module__}.{factory.__qualname__}" if hasattr(factory, "__qualname__") else repr(factory)
+    return rows
+
+
+def _show_scheduler(registry: Any, entry: Any) -> dict[str, Any]:
+    from zoo.recipe import run_filled, scheduler_params
+
+    factory = registry.scheduler_factory(entry.name)
+    params, var_kw = scheduler_params(factory)
+    filled = {k: v for k, v in run_filled(params, entry.interval).items() if k not in entry.defaults}
     return {
-        "kind": "optimizer",
+        "kind": "scheduler",
         "name": entry.name,
         "plugin": entry.plugin,
         "summary": entry.summary,
-        "factory": target,
+        "source": entry.source,
+        "factory": _factory_name(factory),
         "base": entry.base,
+        "interval": entry.interval,
         "defaults": entry.defaults,
-        "parameters": rows,
+        "parameters": _parameter_rows(params, entry.defaults, filled),
+        "filled_by_run": filled,
         "accepts_extra_keywords": var_kw,
     }
+
+
+def _show_augmentation(registry: Any, entry: Any) -> dict[str, Any]:
+    from zoo.hparams import factory_params
+
+    factory = registry.augmentation_factory(entry.name)
+    params, var_kw = factory_params(factory, leading=0)
+    return {
+        "kind": "augmentation",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "factory": _factory_name(factory),
+        "defaults": entry.defaults,
+        "parameters": _parameter_rows(params, entry.defaults, {}),
+        "accepts_extra_keywords": var_kw,
+    }
+
+
+def _recipe_flags(options: dict[str, Any]) -> list[str]:
+    """A recipe's options as the ``zoo run`` flags that give the same (``--sched onecycle``, ...)."""
+    flags: list[str] = []
+    for name, value in options.items():
+        flag = "--" + {"opts": "opt", "sched_opts": "sched-opt"}.get(name, name.replace("_", "-"))
+        if name in ("opts", "sched_opts"):
+            flags += [part for key, text in value.items() for part in (flag, f"{key}={text}")]
+        elif name == "augment":
+            flags += [part for spec in value for part in (flag, spec)]
+        elif name != "optimizer":
+            flags += [flag, str(value)]
+    return flags
+
+
+def _show_recipe(entry: Any) -> dict[str, Any]:
+    import shlex
+
+    optimizer = entry.options.get("optimizer", "OPTIMIZER")
+    return {
+        "kind": "recipe",
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "summary": entry.summary,
+        "source": entry.source,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in entry.options.items()},
+        "command": f"zoo run MODEL {optimizer} --recipe {entry.name}",
+        "same_as": shlex.join(["zoo", "run", "MODEL", optimizer, *_recipe_flags(entry.options)]),
+    }
+
+
+def _print_parameters(info: dict[str, Any]) -> None:
+    """The parameter table of ``zoo show`` for an optimizer, a scheduler or an augmentation."""
+    print(f"factory: {info['factory']}")
+    if not info["parameters"]:
+        print("parameters: none" + (" (accepts any keyword)" if info["accepts_extra_keywords"] else ""))
+        return
+    filled = any("filled_by_run" in p for p in info["parameters"])
+    rows = []
+    for p in info["parameters"]:
+        default = "required" if p["required"] else repr(p["default"])
+        row = [p["name"], p["type"], default, repr(p["zoo_default"]) if "zoo_default" in p else ""]
+        rows.append(row + ([p.get("filled_by_run", "")] if filled else []))
+    print(_table(rows, ["parameter", "type", "default", "zoo default"] + (["filled by the run"] if filled else [])))
 
 
 def _show_dataset(entry: Any) -> dict[str, Any]:
@@ -189,19 +293,35 @@ def _print_shown(info: dict[str, Any]) -> None:
         print("architecture:")
         print(info["architecture"])
     elif info["kind"] == "optimizer":
-        print(f"factory: {info['factory']}")
-        rows = []
-        for p in info["parameters"]:
-            default = "required" if p["required"] else repr(p["default"])
-            zoo_default = repr(p["zoo_default"]) if "zoo_default" in p else ""
-            rows.append([p["name"], p["type"], default, zoo_default])
-        print(_table(rows, ["parameter", "type", "default", "zoo default"]))
+        _print_parameters(info)
         print(f"set with: zoo run MODEL {info['name']} --lr F --opt KEY=VALUE")
+    elif info["kind"] == "scheduler":
+        if info["base"]:
+            print(f"base: {info['base']}")
+        when = "after each epoch" if info["interval"] == "epoch" else "after each optimizer step"
+        print(f"interval: {info['interval']} (stepped {when}; --sched-interval epoch|step changes it)")
+        _print_parameters(info)
+        print(f"set with: zoo run MODEL OPTIMIZER --sched {info['name']} --sched-opt KEY=VALUE")
+    elif info["kind"] == "augmentation":
+        _print_parameters(info)
+        print(f"set with: zoo run MODEL OPTIMIZER --augment {info['name']}[:KEY=VALUE,...]")
+    elif info["kind"] == "recipe":
+        rows = [[name, ", ".join(value) if isinstance(value, list) else _option_shown(value)]
+                for name, value in info["options"].items()]  # fmt: skip
+        print(_table(rows, ["option", "value"]) if rows else "options: none")
+        print(f"set with: {info['command']} (flags given on the command line win)")
+        print(f"same as:  {info['same_as']}")
     else:
         classes = info["num_classes"] if info["num_classes"] is not None else "read from the data"
         print(f"classes: {classes}; input size: {tuple(info['input_size'])}")
         if info["classes"]:
             print(f"class names: {', '.join(info['classes'])}")
+
+
+def _option_shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    return str(value)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -212,6 +332,12 @@ def cmd_show(args: argparse.Namespace) -> int:
             shown.append(_show_model(registry, entry, args.num_classes))
         elif entry.kind == "optimizer":
             shown.append(_show_optimizer(registry, entry))
+        elif entry.kind == "scheduler":
+            shown.append(_show_scheduler(registry, entry))
+        elif entry.kind == "augmentation":
+            shown.append(_show_augmentation(registry, entry))
+        elif entry.kind == "recipe":
+            shown.append(_show_recipe(entry))
         else:
             shown.append(_show_dataset(entry))
     if args.json:
@@ -269,40 +395,66 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 # -- training and checkpoints --------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from zoo.config import RunConfig
+# The run options that are plain flags with no argparse default: None says "not given", so that a
+# recipe, a config file or --resume can supply them, and RunConfig's default applies otherwise.
+_RUN_FLAGS = (
+    *("data", "data_dir", "epochs", "batch_size", "lr", "device", "seed", "out", "weights"),
+    *("limit_train", "limit_val", "workers", "nproc", "skip_bad_images", "recipe"),
+    *("sched", "sched_interval", "ema", "label_smoothing", "clip_grad_norm", "accumulate", "patience"),
+)
+_RUN_SWITCHES = ("download", "resume", "amp", "deterministic", "compile", "tensorboard", "quiet", "trust")
+
+
+def _typed_run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig options this command line names, and only those."""
     from zoo.hparams import parse_opt_pairs
-    from zoo.resume import RESUMED_OPTIONS
+
+    typed = {name: getattr(args, name, None) for name in _RUN_FLAGS}
+    typed |= {name: True for name in _RUN_SWITCHES if getattr(args, name, False)}
+    typed["model"], typed["optimizer"] = args.model, args.optimizer
+    typed["opts"] = parse_opt_pairs(args.opt) if args.opt else None
+    typed["sched_opts"] = parse_opt_pairs(args.sched_opt, "--sched-opt", "eta_min=1e-5") if args.sched_opt else None
+    typed["augment"] = tuple(args.augment) if args.augment else None
+    typed["registry_files"] = tuple(args.registry) if args.registry else None
+    return {name: value for name, value in typed.items() if value is not None}
+
+
+def run_config(args: argparse.Namespace) -> Any:
+    """The RunConfig of a ``zoo run`` command line: RunConfig's defaults, under a recipe
+    (``--recipe``, or the config file's ``recipe``), under ``--config FILE.yaml``, under the flags
+    typed. A recipe named on the command line sits above the file, one named in the file below it.
+    ``given`` lists every option set by one of them (with ``--resume``, the others are the run's)."""
+    from pathlib import Path
+
+    from zoo.config import RunConfig, merge_options
+    from zoo.registry import get_registry
+    from zoo.registry_file import read_run_file
+
+    typed = _typed_run_options(args)
+    from_file = read_run_file(Path(args.config).expanduser(), args.config) if args.config else {}
+    layers = [from_file, typed]
+    recipe = typed.get("recipe") or from_file.get("recipe")
+    if recipe is not None:
+        files = typed.get("registry_files", from_file.get("registry_files", ()))
+        options = get_registry(files).recipe_options(recipe)
+        layers.insert(1 if "recipe" in typed else 0, options)
+    options = merge_options(layers)
+    model, optimizer = options.pop("model", None), options.pop("optimizer", None)
+    if model is None or optimizer is None:
+        missing = " and ".join(name for name, value in (("model", model), ("optimizer", optimizer)) if value is None)
+        how = f"{args.config} names none" if args.config else "zoo run MODEL OPTIMIZER, or --config FILE.yaml"
+        raise UsageError(f"the following arguments are required: {missing} ({how})")
+    return RunConfig(model, optimizer, **options, given=tuple(options))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from zoo.runner import run
 
-    # With --resume, the options not named here come from the run's own config.yaml.
-    named = {name: getattr(args, name) for name in RESUMED_OPTIONS if getattr(args, name) is not None}
-    config = RunConfig(
-        model=args.model,
-        optimizer=args.optimizer,
-        download=args.download,
-        epochs=args.epochs,
-        lr=args.lr,
-        opts=parse_opt_pairs(args.opt or []),
-        device=args.device,
-        out=args.out,
-        resume=args.resume,
-        weights=args.weights,
-        workers=args.workers,
-        amp=args.amp,
-        compile=args.compile,
-        tensorboard=args.tensorboard,
-        quiet=args.quiet,
-        registry_files=tuple(args.registry or ()),
-        trust=args.trust,
-        nproc=args.nproc,
-        given=tuple(named),
-        **named,
-    )
+    config = run_config(args)
     from zoo.ddp import in_worker, run_worker
     from zoo.launch import launch, should_launch
 
-    if should_launch(args.nproc, args.max_restarts):
+    if should_launch(config.nproc, args.max_restarts):
         # Start the workers under torch's elastic agent, each one this same command line.
         return launch(args.argv, config, max_restarts=args.max_restarts)
     if in_worker():
@@ -490,11 +642,14 @@ def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
     p = commands.add_parser(
         "list",
         parents=[common],
-        help="list registered models, optimizers and datasets",
+        help="list registered models, optimizers, datasets, schedulers, augmentations and recipes",
         description="List registry entries, optionally of one kind and matching a glob (e.g. 'vgg*').",
     )
     p.add_argument(
-        "kind", nargs="?", metavar="models|optimizers|datasets", help="only this kind (model, optimizer, dataset too)"
+        "kind",
+        nargs="?",
+        metavar="models|optimizers|datasets|schedulers|augmentations|recipes",
+        help="only this kind (the singular too: model, optimizer, ...)",
     )
     p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
     p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
@@ -505,9 +660,11 @@ def _add_show_command(commands: Commands, common: ArgumentParser) -> None:
     p = commands.add_parser(
         "show",
         parents=[common],
-        help="show a model's architecture or an optimizer's parameters",
+        help="show a model's architecture, the parameters of an optimizer, scheduler or augmentation, "
+        "or a recipe's options",
         description="A model: architecture, parameter count, output shape, edits. "
-        "An optimizer: its parameters and defaults.",
+        "An optimizer, a scheduler or an augmentation: its parameters and defaults "
+        "(a scheduler: also its interval and what the run fills in). A recipe: its run options.",
     )
     p.add_argument("name")
     p.add_argument(
@@ -559,14 +716,23 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
         description="Train, validate each epoch, checkpoint to the run directory.",
         epilog=EPILOG,
     )
-    p.add_argument("model")
-    p.add_argument("optimizer")
+    # Both optional with --config FILE.yaml (or a recipe naming an optimizer), which can name them.
+    p.add_argument("model", nargs="?", help="a model (zoo list models)")
+    p.add_argument("optimizer", nargs="?", help="an optimizer or preset (zoo list optimizers)")
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        help="run what a file in the shape of a run's config.yaml says (flags given here win)",
+    )
+    p.add_argument(
+        "--recipe", metavar="NAME", help="a named bundle of run options (zoo list recipes; flags given here win)"
+    )
     p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and vgg16)")
     p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="epochs in all, counting resumed ones (default 10)")
-    # No argparse default for the options a resumed run takes from its config.yaml: None says
-    # "not given" (zoo.resume.RESUMED_OPTIONS), and RunConfig's default applies to a new run.
+    # No argparse defaults for the run's options: None says "not given", so that a recipe, a
+    # config file or --resume supplies them (_RUN_FLAGS), and RunConfig's default applies otherwise.
+    p.add_argument("--epochs", type=positive_int, help="epochs in all, counting resumed ones (default 10)")
     p.add_argument("--batch-size", type=positive_int, help="default 64")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
     p.add_argument(
@@ -575,7 +741,7 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="an optimizer hyper-parameter, checked against its signature (repeatable)",
     )
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (auto: CUDA when available)")
+    p.add_argument("--device", help="auto|cpu|cuda|cuda:N (default auto: CUDA when available)")
     p.add_argument("--seed", type=int, help="default 0: the same command gives the same weights on CPU")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
@@ -586,10 +752,14 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
         "--skip-bad-images", action="store_true", default=None, help="leave out unreadable image files, with a warning"
     )
     _add_distributed_options(p)
+    _add_recipe_options(p)
     p.add_argument(
-        "--workers", type=non_negative_int, default=0, help="DataLoader workers for datasets not held in memory"
+        "--workers", type=non_negative_int, help="DataLoader workers for datasets not held in memory (default 0)"
     )
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument(
+        "--deterministic", action="store_true", help="CUDA: full FP32 (no TF32) and no cuDNN autotuning, bit for bit"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under the run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
@@ -600,12 +770,28 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _add_recipe_options(p: ArgumentParser) -> None:
+    """How a run trains beyond model and optimizer: ``--sched``, ``--augment``, ``--ema``, ...
+
+    No argparse defaults: None says "not given", so that ``--resume`` takes the run's own."""
+    p.add_argument("--sched", metavar="NAME", help="a learning-rate scheduler or preset (zoo list schedulers)")
+    p.add_argument("--sched-opt", action="append", metavar="KEY=VALUE", help="a scheduler hyper-parameter (repeatable)")
+    p.add_argument("--sched-interval", choices=("epoch", "step"), help="step the scheduler per epoch or per step")
+    p.add_argument(
+        "--augment", action="append", metavar="NAME[:KEY=VALUE,...]", help="a training augmentation (repeatable)"
+    )
+    p.add_argument("--ema", type=float, metavar="DECAY", help="validate and save an EMA of the weights (e.g. 0.999)")
+    p.add_argument("--label-smoothing", type=float, metavar="F", help="label smoothing of the training loss")
+    p.add_argument("--clip-grad-norm", type=positive_float, metavar="F", help="clip the gradients' norm to F")
+    p.add_argument("--accumulate", type=positive_int, metavar="N", help="one optimizer step every N batches")
+    p.add_argument("--patience", type=positive_int, metavar="N", help="stop when val_accuracy has not improved for N")
+
+
 def _add_distributed_options(p: ArgumentParser) -> None:
     """``zoo run --nproc N --max-restarts K``."""
     p.add_argument(
         "--nproc",
         type=positive_int,
-        default=1,
         metavar="N",
         help="train with N processes (DistributedDataParallel, one GPU each on CUDA, gloo on the CPU); "
         "the global batch is N x --batch-size",

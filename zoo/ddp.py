@@ -179,9 +179,14 @@ class Dist:
         if not states or len(states) != self.world:
             self.fork_rng(seed, epoch)
             return
-        torch.set_rng_state(states[self.rank]["torch"])
-        if "cuda" in states[self.rank] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(states[self.rank]["cuda"], self.device)
+        mine = states[self.rank]
+        if self.device.type == "cuda" and "cuda" not in mine:
+            # Saved off the GPU: this rank's CUDA stream would otherwise be rank 0's, restored
+            # from the checkpoint, and draw rank 0's dropout masks.
+            self.fork_rng(seed, epoch)
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
 
     # -- agreeing on when to stop
 
@@ -268,7 +273,13 @@ def _env_int(name: str, default: int | None = None) -> int:
 
 
 def _worker_device(spec: str, local_rank: int, world: int) -> torch.device:
-    """One device per process: ``cuda:LOCAL_RANK`` when training on CUDA, else the CPU."""
+    """One device per process: ``cuda:LOCAL_RANK`` when training on CUDA, else the CPU.
+
+    A scheduler that gives each process a GPU of its own (its own ``CUDA_VISIBLE_DEVICES``)
+    leaves each one GPU to see, ``cuda:0``, whatever its local rank: with exactly one visible,
+    that is the one. (Processes that all see the same single GPU are refused by NCCL, which
+    names the duplicate GPU, when the group forms.)
+    """
     text = str(spec).strip().lower()
     if world > 1 and re.fullmatch(r"cuda:\d+", text):
         raise UsageError(
@@ -279,6 +290,8 @@ def _worker_device(spec: str, local_rank: int, world: int) -> torch.device:
     if device.type != "cuda" or world == 1:
         return device
     count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
     if local_rank >= count:
         raise UsageError(
             f"this is local rank {local_rank}, but only {count} GPU(s) are visible: start at most "

@@ -19,14 +19,20 @@ __all__ = [
     "ModelEntry",
     "OptimizerEntry",
     "DatasetEntry",
+    "SchedulerEntry",
+    "AugmentationEntry",
+    "RecipeEntry",
+    "INTERVALS",
     "Entry",
     "check_name",
     "check_size",
+    "check_interval",
     "resolve",
 ]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-KINDS = ("model", "optimizer", "dataset")
+KINDS = ("model", "optimizer", "dataset", "scheduler", "augmentation", "recipe")
+INTERVALS = ("epoch", "step")  # a scheduler steps after each epoch, or after each optimizer step
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,53 @@ class DatasetEntry:
     kind = "dataset"
 
 
-Entry = ModelEntry | OptimizerEntry | DatasetEntry
+@dataclass(frozen=True)
+class SchedulerEntry:
+    """A learning-rate scheduler: a plugin's factory, or a registry.yaml preset (``base`` plus hparams)."""
+
+    name: str
+    plugin: str
+    factory: Any  # factory(optimizer, **hparams) -> LRScheduler, or "module:Class"
+    summary: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    interval: str = "epoch"  # INTERVALS: stepped after each epoch or after each optimizer step
+    base: str | None = None
+    source: str | None = None
+
+    kind = "scheduler"
+
+
+@dataclass(frozen=True)
+class AugmentationEntry:
+    """A training-batch augmentation: ``factory(**hparams) -> callable(images, generator) -> images``."""
+
+    name: str
+    plugin: str
+    factory: Any
+    summary: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    kind = "augmentation"
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """A registry.yaml recipe: a named bundle of ``zoo run`` options (``--recipe NAME``).
+
+    ``options`` holds RunConfig field values as the command line would give them (``opts`` and
+    ``sched_opts`` as KEY -> text, ``augment`` a tuple); names in them (the scheduler, the
+    augmentations, the optimizer) are checked against the registry when a run uses the recipe."""
+
+    name: str
+    plugin: str  # the registry file that declares it
+    summary: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # "registry.yaml:70"
+
+    kind = "recipe"
+
+
+Entry = ModelEntry | OptimizerEntry | DatasetEntry | SchedulerEntry | AugmentationEntry | RecipeEntry
 
 
 def check_name(name: Any, kind: str, source: str) -> str:
@@ -99,6 +151,13 @@ def check_size(size: Any, source: str) -> tuple[int, int, int]:
     ):
         raise UsageError(f"{source}: input_size must be three positive integers (C, H, W), got {size!r}")
     return tuple(size)  # type: ignore[return-value]
+
+
+def check_interval(interval: Any, source: str) -> str:
+    """``interval`` when it is one of INTERVALS; else a UsageError naming ``source``."""
+    if interval not in INTERVALS:
+        raise UsageError(f"{source}: interval must be 'epoch' or 'step', got {interval!r}")
+    return interval
 
 
 def resolve(target: Any, what: str) -> Any:

@@ -57,7 +57,8 @@ class UnknownNameError(UsageError, KeyError):
         self.kind, self.name = kind, name
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        plural = {"model": " models", "optimizer": " optimizers", "dataset": " datasets"}.get(kind, "")
+        kinds = ("model", "optimizer", "dataset", "scheduler", "augmentation", "recipe")
+        plural = f" {kind}s" if kind in kinds else ""
         super().__init__(f"unknown {kind} '{name}'{hint} (zoo list{plural})")
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -52,6 +52,34 @@ def register_datasets(register: Any) -> None:
     """
 
 
+@hookspec
+def register_schedulers(register: Any) -> None:
+    """Register learning-rate scheduler factories.
+
+    :param register: ``register(name, factory, *, summary="", defaults=None, interval="epoch")``.
+        ``factory(optimizer, **hparams)`` returns a ``torch.optim.lr_scheduler.LRScheduler``; a
+        LRScheduler subclass is a valid factory, and so is an import path
+        ``"torch.optim.lr_scheduler:StepLR"``. ``interval``: ``"epoch"`` (stepped after each
+        epoch) or ``"step"`` (after each optimizer step). Hyper-parameters only the run knows
+        (``epochs``, ``steps_per_epoch``, ``total_steps``; torch's ``T_max``, ``total_iters``,
+        ``total_steps`` in the interval's unit) are filled in when the factory's signature asks
+        for them and the user gave none.
+    """
+
+
+@hookspec
+def register_augmentations(register: Any) -> None:
+    """Register training-batch augmentations.
+
+    :param register: ``register(name, factory, *, summary="", defaults=None)``.
+        ``factory(**hparams)`` returns ``callable(images, generator) -> images``: a float batch
+        ``(B, C, H, W)`` on the run's device, after normalisation, returned with the same shape;
+        all randomness is drawn from ``generator`` (a ``torch.Generator`` on the images' device,
+        seeded and checkpointed by the zoo), so runs stay reproducible and resumable. Applied
+        to training batches only.
+    """
+
+
 # -- run events: loggers and other observers ----------------------------------------------
 # Arguments may grow by keyword; accept only the ones you use (pluggy passes by name).
 

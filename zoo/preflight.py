@@ -32,6 +32,8 @@ __all__ = [
     "check_compatible",
     "preflight",
     "format_bytes",
+    "activation_bytes_per_sample",
+    "validation_batch_size",
 ]
 
 GiB = 1 << 30
@@ -406,3 +408,39 @@ def preflight(
         f"{_gib(available)} is available{held}: {estimate.breakdown}, plus {_gib(allowance)} for "
         f"activations and the step's temporaries. Try {', or '.join(fixes)}"
     )
+
+
+# -- validation batch ------------------------------------------------------------------------------
+
+
+def activation_bytes_per_sample(model: nn.Module, input_size: tuple[int, ...], device: torch.device) -> int:
+    """Bytes of every leaf module's output for one sample in an inference-mode forward on
+    ``device``: an upper bound of what validation holds per sample (it frees each activation
+    once the next layer has used it)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += _nbytes(output)
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def validation_batch_size(per_sample: int, free: int | None, largest: int) -> int:
+    """The validation batch: ``largest``, or less where its activations (``per_sample`` bytes a
+    sample) would take more than half of the ``free`` bytes (None: not known, ``largest``)."""
+    if free is None or per_sample <= 0:
+        return largest
+    return max(1, min(largest, free // 2 // per_sample))

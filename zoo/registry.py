@@ -1,8 +1,9 @@
-"""The registry: models, optimizers and datasets by name, from plugins and registry.yaml.
+"""The registry: models, optimizers, datasets, schedulers and augmentations by name, from
+plugins and registry.yaml, and recipes (named bundles of run options) from registry.yaml.
 
 Registering builds nothing: an entry holds a builder (a callable or an import path
-``"package.module:function"``) that runs only when a model is asked for. Models, optimizers
-and datasets are separate namespaces. A name two plugins register in one of them is a warning
+``"package.module:function"``) that runs only when a model is asked for. Models, optimizers,
+datasets, schedulers and augmentations are separate namespaces. A name two plugins register in one of them is a warning
 naming both, once: the built-in's entry is kept (the built-in registry.yaml's too), else the
 first loaded plugin's, and every command keeps working (ZOO_STRICT_PLUGINS=1: exit 2). A name
 that a user's registry file takes again is an error naming both sources.
@@ -20,7 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from zoo.edits import apply_edits, check_model, edit_from_json
-from zoo.entries import KINDS, DatasetEntry, Entry, ModelEntry, OptimizerEntry, check_name, check_size, resolve
+from zoo.entries import (
+    KINDS,
+    AugmentationEntry,
+    DatasetEntry,
+    Entry,
+    ModelEntry,
+    OptimizerEntry,
+    RecipeEntry,
+    SchedulerEntry,
+    check_interval,
+    check_name,
+    check_size,
+    resolve,
+)
 from zoo.errors import DuplicateNameError, UnknownNameError, UsageError, ZooError, one_line
 from zoo.plugins import PluginHost, get_plugin_host
 from zoo.registry_file import read_registry_file
@@ -47,6 +61,9 @@ class Registry:
         self.models: dict[str, ModelEntry] = {}
         self.optimizers: dict[str, OptimizerEntry] = {}
         self.datasets: dict[str, DatasetEntry] = {}
+        self.schedulers: dict[str, SchedulerEntry] = {}
+        self.augmentations: dict[str, AugmentationEntry] = {}
+        self.recipes: dict[str, RecipeEntry] = {}  # registry files only: no hook registers one
         self.host: PluginHost | None = None
         self.files: list[str] = []  # registry files layered in, in order
         self.builtin_files: set[str] = set()  # of those, the zoo's own (its entries are built-ins)
@@ -54,7 +71,14 @@ class Registry:
     # -- building the registry -----------------------------------------------------------------
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {"model": self.models, "optimizer": self.optimizers, "dataset": self.datasets}[kind]
+        return {
+            "model": self.models,
+            "optimizer": self.optimizers,
+            "dataset": self.datasets,
+            "scheduler": self.schedulers,
+            "augmentation": self.augmentations,
+            "recipe": self.recipes,
+        }[kind]
 
     def add(self, entry: Entry) -> None:
         """Add one entry; a name already taken in its namespace is an error naming both."""
@@ -117,6 +141,10 @@ class Registry:
                 host.call_one(plugin_name, "register_models", register=_ModelRegistrar(plugin_name, staged))
                 host.call_one(plugin_name, "register_optimizers", register=_OptimizerRegistrar(plugin_name, staged))
                 host.call_one(plugin_name, "register_datasets", register=_DatasetRegistrar(plugin_name, staged))
+                host.call_one(plugin_name, "register_schedulers", register=_SchedulerRegistrar(plugin_name, staged))
+                host.call_one(
+                    plugin_name, "register_augmentations", register=_AugmentationRegistrar(plugin_name, staged)
+                )
             except Exception as exc:  # the plugin's bug: report it, keep everything else
                 host.fail(host.infos[plugin_name], one_line(exc))
                 continue
@@ -129,7 +157,9 @@ class Registry:
         display = display or str(path)
         if builtin:
             self.builtin_files.add(display)
-        for entry in read_registry_file(Path(path), display, models=self.models, optimizers=self.optimizers):
+        for entry in read_registry_file(
+            Path(path), display, models=self.models, optimizers=self.optimizers, schedulers=self.schedulers
+        ):
             self.add(entry)
         self.files.append(display)
 
@@ -151,6 +181,30 @@ class Registry:
     def dataset(self, name: str) -> DatasetEntry:
         return self.get("dataset", name)
 
+    def scheduler(self, name: str) -> SchedulerEntry:
+        return self.get("scheduler", name)
+
+    def augmentation(self, name: str) -> AugmentationEntry:
+        return self.get("augmentation", name)
+
+    def recipe(self, name: str) -> RecipeEntry:
+        return self.get("recipe", name)
+
+    def recipe_options(self, name: str) -> dict[str, Any]:
+        """The run options of recipe ``name``, its names (optimizer, scheduler, augmentations)
+        checked against the registry: an unknown one is a UsageError naming the recipe's
+        ``file:line`` with the closest name."""
+        entry = self.recipe(name)
+        options = dict(entry.options)
+        wanted = [("optimizer", options.get("optimizer")), ("scheduler", options.get("sched"))]
+        wanted += [("augmentation", spec.partition(":")[0].strip()) for spec in options.get("augment", ())]
+        for kind, wanted_name in wanted:
+            if wanted_name is not None and wanted_name not in self.table(kind):
+                raise UsageError(
+                    f"recipe '{name}' ({entry.source}): {UnknownNameError(kind, wanted_name, self.table(kind))}"
+                )
+        return options
+
     def find(self, name: str) -> list[Entry]:
         """Entries of any kind under ``name`` (a name may exist in several namespaces).
 
@@ -163,7 +217,7 @@ class Registry:
             if close:
                 kind = kind_of[close[0]]
                 raise UnknownNameError(kind, name, self.table(kind))
-            raise UnknownNameError("model, optimizer or dataset", name, ())
+            raise UnknownNameError(f"{', '.join(KINDS[:-1])} or {KINDS[-1]}", name, ())
         return found
 
     def entries(self, kind: str | None = None, pattern: str | None = None) -> Iterator[Entry]:
@@ -204,6 +258,16 @@ class Registry:
     def optimizer_factory(self, name: str) -> Any:
         entry = self.optimizer(name)
         return resolve(entry.factory, f"optimizer '{name}' (plugin '{entry.plugin}')")
+
+    def scheduler_factory(self, name: str) -> Any:
+        """The factory of scheduler ``name`` (a preset's base's), imported now."""
+        entry = self.scheduler(name)
+        return resolve(entry.factory, f"scheduler '{name}' (plugin '{entry.plugin}')")
+
+    def augmentation_factory(self, name: str) -> Any:
+        """The factory of augmentation ``name``, imported now."""
+        entry = self.augmentation(name)
+        return resolve(entry.factory, f"augmentation '{name}' (plugin '{entry.plugin}')")
 
     def load_dataset(self, name: str, *, train: bool, root: str, download: bool = False) -> Any:
         entry = self.dataset(name)
@@ -286,6 +350,37 @@ class _DatasetRegistrar(_Registrar):
         )
 
 
+class _SchedulerRegistrar(_Registrar):
+    def __call__(
+        self,
+        name: str,
+        factory: Any,
+        *,
+        summary: str = "",
+        defaults: dict | None = None,
+        interval: str = "epoch",
+    ) -> None:
+        where = self.where("scheduler", name)
+        check_name(name, "scheduler", where)
+        if not (callable(factory) or isinstance(factory, str)):
+            raise TypeError(f"{where}: factory must be callable or 'module:Class', got {factory!r}")
+        if defaults is not None and not isinstance(defaults, dict):
+            raise TypeError(f"{where}: defaults must be a dict of hyper-parameters, got {defaults!r}")
+        check_interval(interval, where)
+        self.staged.append(SchedulerEntry(name, self.plugin, factory, summary, dict(defaults or {}), interval))
+
+
+class _AugmentationRegistrar(_Registrar):
+    def __call__(self, name: str, factory: Any, *, summary: str = "", defaults: dict | None = None) -> None:
+        where = self.where("augmentation", name)
+        check_name(name, "augmentation", where)
+        if not (callable(factory) or isinstance(factory, str)):
+            raise TypeError(f"{where}: factory must be callable or 'module:function', got {factory!r}")
+        if defaults is not None and not isinstance(defaults, dict):
+            raise TypeError(f"{where}: defaults must be a dict of hyper-parameters, got {defaults!r}")
+        self.staged.append(AugmentationEntry(name, self.plugin, factory, summary, dict(defaults or {})))
+
+
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
 
 _registry: Registry | None = None
@@ -324,7 +419,8 @@ def model_from_checkpoint(
     checkpoint: Mapping[str, Any], *, source: str = "checkpoint", registry: Registry | None = None
 ) -> Any:
     """Rebuild the checkpoint's model from the registry (base + edits) and load its weights
-    strictly: no pickled class is needed, so the seed's method-1 trap cannot happen.
+    (the averaged ones of an ``--ema`` run) strictly: no pickled class is needed, so the seed's
+    method-1 trap cannot happen.
 
     A variant is rebuilt from the base model and the edits recorded in the checkpoint, so it
     still loads when the variant's registry file is absent or has changed since.
@@ -350,5 +446,8 @@ def model_from_checkpoint(
         plugin = spec.get("plugin")
         hint = f" (it came from plugin '{plugin}': install it, then zoo plugins)" if plugin else " (zoo plugins)"
         raise UsageError(f"{source} needs model '{missing}', which this zoo does not have{hint}")
-    load_state_dict_strict(model, checkpoint["model"], source=str(source), target=f"model '{name}'")
+    # --ema: the averaged weights are the run's result (validated each epoch, chosen for best.pt).
+    averaged = checkpoint.get("ema")
+    weights = averaged["model"] if isinstance(averaged, Mapping) and "model" in averaged else checkpoint["model"]
+    load_state_dict_strict(model, weights, source=str(source), target=f"model '{name}'")
     return model

@@ -13,9 +13,15 @@ from zoo.errors import UsageError
 __all__ = ["check_resume", "changed_hparams", "resumed_config", "RESUMED_OPTIONS"]
 
 # What a resumed run takes from its own config.yaml unless the command line names it again.
-RESUMED_OPTIONS = ("data", "data_dir", "batch_size", "limit_train", "limit_val", "seed", "skip_bad_images")
+RESUMED_OPTIONS = (
+    *("data", "data_dir", "batch_size", "limit_train", "limit_val", "seed", "skip_bad_images"),
+    # the recipe
+    *("sched", "sched_opts", "sched_interval", "augment", "ema", "label_smoothing", "clip_grad_norm", "accumulate"),
+    *("patience", "recipe"),
+)
 
-_FLAGS = {"dataset": "--data", "batch_size": "--batch-size", "limit_train": "--limit-train", "limit_val": "--limit-val"}
+_FLAGS = {"dataset": "--data", "batch_size": "--batch-size", "limit_train": "--limit-train", "limit_val": "--limit-val",
+          "sched": "--sched", "augment": "--augment", "ema": "--ema", "accumulate": "--accumulate"}  # fmt: skip
 
 
 def _check_global_batch(spec: Mapping[str, Any], config: RunConfig, path: Path, world: int) -> bool:
@@ -56,6 +62,10 @@ def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str,
         "batch_size": config.batch_size,
         "limit_train": config.limit_train,
         "limit_val": config.limit_val,
+        "sched": config.sched,
+        "augment": list(config.augment),
+        "ema": config.ema,
+        "accumulate": config.accumulate,
     }
     if _check_global_batch(spec, config, path, world):
         del ours["batch_size"]
@@ -66,6 +76,14 @@ def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str,
                 f"cannot resume {path}: it was trained with {flag} {spec[key]}, not {value}; "
                 f"resume with the same {flag}, or start a new run with another --out"
             )
+    planned = spec.get("sched_epochs")
+    if planned is not None and config.sched is not None and config.epochs != planned:
+        # The schedule's length (T_max, total_steps, ...) was filled in from --epochs and comes
+        # back with its state: another length would replay the wrong curve, or run past its end.
+        raise UsageError(
+            f"cannot resume {path} with --epochs {config.epochs}: its schedule '{spec.get('sched')}' was "
+            f"planned for {planned} epochs; resume with --epochs {planned}, or start a new run with another --out"
+        )
     done, partial = int(checkpoint["epoch"]), checkpoint.get("partial")
     if partial and config.epochs < partial["epoch"]:
         raise UsageError(
@@ -106,7 +124,7 @@ def resumed_config(config: RunConfig, saved: Mapping[str, Any], world: int = 1) 
     for name in RESUMED_OPTIONS:
         key = "dataset" if name == "data" else name
         if name not in given and key in saved:
-            changes[name] = saved[key]
+            changes[name] = tuple(saved[key]) if name == "augment" else saved[key]
     if "batch_size" in changes and isinstance(changes["batch_size"], int):
         total = changes["batch_size"] * int(saved.get("world_size") or saved.get("nproc") or 1)
         if total % world == 0:

@@ -38,6 +38,7 @@ from zoo.checkpoint import (
 from zoo.config import RunConfig, check_config, default_data_dir
 from zoo.console import Console
 from zoo.data import (
+    TensorImageDataset,
     adapt_error,
     dataset_classes,
     dataset_input_size,
@@ -48,18 +49,19 @@ from zoo.data import (
     without_files,
 )
 from zoo.ddp import Dist, setup
-from zoo.devices import resolve_device
+from zoo.devices import bf16_problem, resolve_device
 from zoo.errors import Interrupted, RunError, UsageError, ZooError, one_line
 from zoo.events import RunEvents, StopControl
+from zoo.extras import Extras, build_extras
 from zoo.hparams import parse_hparams
 from zoo.plugins import get_plugin_host
-from zoo.preflight import preflight
+from zoo.preflight import activation_bytes_per_sample, available_memory, preflight, validation_batch_size
 from zoo.progress import Progress
 from zoo.registry import Registry, get_registry, model_from_checkpoint
 from zoo.resume import changed_hparams, check_resume, resumed_config
 from zoo.rundir import RunDir, exists_error
 from zoo.runs import read_config
-from zoo.steps import evaluate, first_nonfinite, train_step
+from zoo.steps import accumulation_step, evaluate, first_nonfinite, train_step
 
 __all__ = [
     "RunConfig",
@@ -123,6 +125,8 @@ class Job:
     channels_last: bool = False
     partial: dict[str, Any] | None = None  # where a stopped epoch stopped (from the checkpoint)
     resumed_rng: dict[str, Any] | None = None
+    extras: Extras | None = None  # the recipe: schedule, augmentations, EMA, accumulation, clipping
+    stopped_early: bool = False  # --patience ran out
 
     @property
     def progress(self) -> Progress:
@@ -137,17 +141,18 @@ class Job:
             epoch=run.epoch,
             spec=run.spec,
             metrics=self.progress.metrics(),
-            rng=capture_rng(self.generator),
+            rng=capture_rng(self.generator, self.run.device),
             partial=partial,
             provenance=self.provenance,
         )
+        checkpoint.update(self.extras.state())
         if self.run_dir.save_checkpoint(path, checkpoint):
             self.events.emit("on_checkpoint", run=run, path=str(path))
 
     def summary(self) -> dict[str, Any]:
         """The ``zoo run --json`` object."""
         config, progress, run_dir = self.config, self.progress.summary(), self.run_dir
-        return {
+        summary = {
             "run_dir": str(run_dir.path),
             "model": config.model,
             "optimizer": config.optimizer,
@@ -162,6 +167,9 @@ class Job:
             "best_checkpoint": str(run_dir.best) if run_dir.best.exists() else None,
             "images_per_second": progress["images_per_second"],
         }
+        if config.patience is not None:  # --patience: whether it ran out before --epochs
+            summary["stopped_early"] = self.stopped_early
+        return summary
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -182,30 +190,37 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
             started = time.perf_counter() - (job.partial["seconds"] if _resumes(job, epoch) else 0.0)
             train_loss = train_epoch(job, epoch, stop, since=started)
             result = validate_epoch(job)
-            record_epoch(
-                job,
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": result["val_loss"],
-                    "val_accuracy": result["val_accuracy"],
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "lr": _lr(job),
-                },
-            )
+            line = {"epoch": epoch, "train_loss": train_loss, "val_loss": result["val_loss"],
+                    "val_accuracy": result["val_accuracy"], "seconds": round(time.perf_counter() - started, 3),
+                    "lr": _lr(job)}  # fmt: skip
+            job.extras.after_epoch(result["val_loss"])  # a per-epoch schedule steps
+            record_epoch(job, line)
             if stop.after_epoch() and epoch < job.config.epochs:  # the signal came during validation
                 raise Interrupted(
                     f"stopped by {stop.name} after epoch {epoch}; continue with --resume --out {job.run_dir.path}",
                     stop.signum or signal.SIGINT,
                 )
+            if _out_of_patience(job) and epoch < job.config.epochs:
+                job.stopped_early = True
+                break
     return job.summary()
+
+
+def _out_of_patience(job: Job) -> bool:
+    """``--patience N``: val_accuracy has not improved for N epochs."""
+    patience, progress = job.config.patience, job.progress
+    return patience is not None and progress.epoch - (progress.best_epoch or 0) >= patience
 
 
 def validate_epoch(job: Job) -> dict[str, Any]:
     """The seed's validation pass. Distributed: each rank validates its shard with rank 0's
     weights and buffers, and the sums are added up."""
+    # Under --compile, validation runs the eager module: inference mode and the validation batch
+    # would each cost the compiled one a recompile, for a pass that is a small part of an epoch.
+    averaged = job.extras.evaluated()  # --ema: the averaged weights are the ones validated and kept
+    target = averaged if averaged is not None else job.run.model
     return evaluate(
-        job.dist.for_evaluation(job.forward, job.run.model),
+        job.dist.for_evaluation(target if averaged is not None or job.config.compile else job.forward, target),
         job.val_batches,
         job.criterion,
         amp_dtype=job.amp_dtype,
@@ -292,21 +307,27 @@ def train_epoch(job: Job, epoch: int, stop: StopControl, *, since: float) -> flo
     bar = job.console.progress_bar(epoch, job.config.epochs, steps, first_step) if job.console else None
     started = time.perf_counter()
     step = checked = first_step  # a stopped epoch's losses were checked before it was saved
+    extras, stepped = job.extras, True
     try:
         for step, (inputs, targets) in enumerate(batches, start=first_step + 1):
+            if extras.augment is not None:
+                inputs = extras.augmented(inputs)
             if job.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            losses.append(
-                train_step(
-                    job.forward, job.run.optimizer, job.train_criterion, inputs, targets, amp_dtype=job.amp_dtype
-                )
-            )
+            if extras.accumulate == 1:
+                losses.append(train_step(job.forward, job.run.optimizer, job.train_criterion, inputs, targets,
+                                         amp_dtype=job.amp_dtype, clip_grad_norm=extras.clip_grad_norm))  # fmt: skip
+            else:
+                stepped = _accumulate(job, inputs, targets, step, steps, losses)
+            if stepped and extras.per_step:
+                extras.after_optimizer_step()  # the EMA follows, a per-step schedule steps
             if step % CHECK_EVERY == 0:
                 _check_finite(job, losses, checked, epoch)
                 checked = step
             if bar is not None:
                 bar.update(1)
-            if stop.after_step() and step < steps:
+            # Stop only after a whole optimizer step (an accumulated one: after its last batch).
+            if stop.after_step() and step < steps and stepped:
                 break
     finally:
         if bar is not None:
@@ -328,6 +349,20 @@ def train_epoch(job: Job, epoch: int, stop: StopControl, *, since: float) -> flo
     return float((torch.stack(losses) * sizes).sum() / job.train_batches.samples)
 
 
+def _accumulate(job: Job, inputs: torch.Tensor, targets: torch.Tensor, step: int, steps: int,
+               losses: list[torch.Tensor]) -> bool:  # fmt: skip
+    """Batch ``step`` of ``--accumulate N``: steps 1-N make one optimizer step, N+1-2N the next, and
+    the epoch's last few make a shorter one. Appends the batch's loss; True when the optimizer stepped."""
+    n, index = job.extras.accumulate, step - 1
+    group_start, last = index - index % n, index % n == n - 1 or step == steps
+    loss = accumulation_step(
+        job.forward, job.run.optimizer, job.train_criterion, inputs, targets, first=index % n == 0, last=last,
+        scale=1.0 / min(n, steps - group_start), amp_dtype=job.amp_dtype, clip_grad_norm=job.extras.clip_grad_norm,
+    )  # fmt: skip
+    losses.append(loss)
+    return last
+
+
 def _start_epoch(job: Job, epoch: int) -> tuple[torch.Tensor, Any, int, list[torch.Tensor]]:
     """The epoch's batch order (as a generator state), its batch iterator, and the steps and
     losses already done: none, or those of the stopped epoch a resumed run continues, whose
@@ -340,12 +375,14 @@ def _start_epoch(job: Job, epoch: int) -> tuple[torch.Tensor, Any, int, list[tor
     batches = iter(job.train_batches)  # draws the epoch's order from job.generator
     if resumed is None:
         job.dist.fork_rng(job.config.seed, epoch)  # distributed: ranks > 0 draw their own dropout masks
+        job.extras.start_epoch(epoch)
         return shuffle, batches, 0, []
     first_step = int(resumed["step"])
     for _ in range(first_step):
         next(batches)
     assert job.resumed_rng is not None
-    restore_rng({k: v for k, v in job.resumed_rng.items() if k != "shuffle"})
+    # The second restore of the same state: _restore has already said what it could not restore.
+    restore_rng({k: v for k, v in job.resumed_rng.items() if k != "shuffle"}, device=job.run.device, warn=False)
     job.dist.restore_rank_rng(resumed.get("ranks_rng"), job.config.seed, epoch)  # ranks > 0: their own streams
     return shuffle, batches, first_step, list(resumed["losses"].to(job.run.device).unbind())
 
@@ -398,9 +435,66 @@ class _Data:
         return len(self.classes)
 
 
+@dataclass
+class _Plan:
+    """What a command line resolves to before any data is read: entries, options, processes."""
+
+    config: RunConfig
+    registry: Registry
+    model_entry: Any
+    dataset: str
+    factory: Any
+    hparams: dict[str, Any]
+    dist: Dist
+    console: Console | None
+    amp_dtype: torch.dtype | None
+
+
 def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     """Everything a run needs, in the order that refuses a bad command before anything is written:
-    names and options, the run to resume, data, model and optimizer; then the run directory."""
+    names and options, the run to resume, data, model, optimizer and recipe; then the run directory."""
+    plan = _plan(config, progress_stream)
+    config, dist = plan.config, plan.dist
+    run_dir, checkpoint = _resume_point(config, dist, plan.dataset)
+    before_edits = _base_weights(config, plan.model_entry) if checkpoint is None else None
+    data = _load_data(config, plan.registry, plan.dataset, plan.model_entry.input_size, dist.world)
+    generator = _seed_everything(config.seed)  # the same command twice gives the same weights
+    model = plan.registry.build_model(config.model, data.num_classes, before_edits=before_edits)
+    state_bytes = preflight(model, config.optimizer, plan.factory, plan.hparams, dist.device).optimizer_state
+    model.to(dist.device)
+    optimizer = _make_optimizer(plan.registry, config, model, plan.hparams)
+    # NHWC: what cuDNN's and oneDNN's fastest convolutions want; a model without 2-D convolutions
+    # would only pay a copy per batch, and L-BFGS flattens gradients with view(), which NHWC refuses.
+    # (Converting keeps the parameter objects the optimizer holds; it has no state yet.)
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules()) and not isinstance(
+        optimizer, torch.optim.LBFGS
+    )
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_batches, val_batches = _batches(plan, data, generator, model, state_bytes)
+    # Built before a checkpoint is restored: a scheduler's construction sets the learning rate.
+    optimizer_steps = -(-len(train_batches) // config.accumulate)
+    extras = build_extras(config, plan.registry, model, optimizer, dist.device, steps_per_epoch=optimizer_steps,
+                          rank=dist.rank)  # fmt: skip
+    if run_dir is None:
+        run_dir = dist.new_run_dir(lambda: RunDir.create(config.out, config.model, config.optimizer))
+    spec = _spec(config, plan.registry, plan.model_entry, plan.dataset, data, plan.hparams, checkpoint, dist.world)
+    spec.update(_recipe_spec(config, extras))
+    progress = Progress.from_metrics(checkpoint["metrics"]) if checkpoint is not None else Progress()
+    run = Run(run_dir.path, config, model, optimizer, progress.epoch, dist.device, spec, progress, plan.dataset,
+              len(data.train), len(data.val), dist.describe())  # fmt: skip
+    if checkpoint is not None:
+        _restore(run, checkpoint, generator, plan.console, extras, speaks=dist.is_main)
+    elif config.resume and plan.console is not None:
+        plan.console.note(f"{run_dir.path} has no checkpoint yet (stopped before its first): starting over")
+    job = _job(plan, run_dir, run, generator, train_batches, val_batches, extras, checkpoint)
+    job.channels_last = channels_last
+    _write_run_files(job, data.data_dir, state_bytes, resumed=checkpoint is not None)
+    return job
+
+
+def _plan(config: RunConfig, progress_stream: TextIO | None) -> _Plan:
+    """Names and options checked against the registry; a worker joins its process group."""
     registry = get_registry(config.registry_files)
     if config.tensorboard:
         _require_tensorboard()
@@ -416,73 +510,52 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     console = Console(progress_stream) if not config.quiet and dist.is_main else None
     factory = registry.optimizer_factory(config.optimizer)
     hparams = parse_hparams(config.optimizer, factory, optimizer_entry.defaults, lr=config.lr, opts=config.opts)
-    run_dir, checkpoint = _resume_point(config, dist, dataset)
-    before_edits = _base_weights(config, model_entry) if checkpoint is None else None
-    data = _load_data(config, registry, dataset, model_entry.input_size, dist.world)
-    generator = _seed_everything(config.seed)  # the same command twice gives the same weights
-    model = registry.build_model(config.model, data.num_classes, before_edits=before_edits)
-    state_bytes = preflight(model, config.optimizer, factory, hparams, dist.device).optimizer_state
+    cuda_numerics(dist.device, deterministic=config.deterministic)
     amp_dtype = _amp_dtype(config, dist.device, console)
-    # NHWC: what cuDNN's and oneDNN's fastest convolutions want; a model without 2-D
-    # convolutions would only pay a copy per batch.
-    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    model.to(dist.device, memory_format=torch.channels_last) if channels_last else model.to(dist.device)
-    optimizer = _make_optimizer(registry, config, model, hparams)
-    # DDP first, then compile (compiling DDP lets torch.compile split graphs at its buckets).
-    forward = dist.wrap(model)
-    forward = torch.compile(forward) if config.compile else forward
-    if run_dir is None:
-        run_dir = dist.new_run_dir(lambda: RunDir.create(config.out, config.model, config.optimizer))
-    spec = _spec(config, registry, model_entry, dataset, data, hparams, checkpoint, dist.world)
-    progress = Progress.from_metrics(checkpoint["metrics"]) if checkpoint is not None else Progress()
-    run = Run(
-        run_dir.path,
-        config,
-        model,
-        optimizer,
-        progress.epoch,
-        dist.device,
-        spec,
-        progress,
-        dataset,
-        len(data.train),
-        len(data.val),
-        dist.describe(),
-    )
-    if checkpoint is not None:
-        _restore(run, checkpoint, generator, console)
-    elif config.resume and console is not None:
-        console.note(f"{run_dir.path} has no checkpoint yet (stopped before its first): starting from the beginning")
-    criterion = nn.CrossEntropyLoss().to(dist.device)
-    batches = dict(
-        device=dist.device, input_size=model_entry.input_size, workers=config.workers, rank=dist.rank, world=dist.world
-    )
-    # Distributed: each rank iterates its own shard of every (global) batch and of the validation set.
+    return _Plan(config, registry, model_entry, dataset, factory, hparams, dist, console, amp_dtype)
+
+
+def _batches(plan: _Plan, data: _Data, generator: torch.Generator, model: nn.Module,
+             state_bytes: int | None) -> tuple[Any, Any]:  # fmt: skip
+    """The training batches (shuffled by ``generator``) and the validation batches. Distributed:
+    each rank iterates its own shard of every (global) batch and of the validation set."""
+    config, dist, input_size = plan.config, plan.dist, plan.model_entry.input_size
+    batches = dict(device=dist.device, input_size=input_size, workers=config.workers, rank=dist.rank, world=dist.world)
     train_batches = iterate_batches(data.train, config.batch_size, shuffle=True, generator=generator, **batches)
-    val_batches = iterate_batches(data.val, max(config.batch_size, VAL_BATCH_SIZE), shuffle=False, **batches)
+    largest = max(config.batch_size, VAL_BATCH_SIZE)
+    val_batch = _validation_batch(model, input_size, dist.device, data, state_bytes, largest=largest)
+    return train_batches, iterate_batches(data.val, val_batch, shuffle=False, **batches)
+
+
+def _job(plan: _Plan, run_dir: RunDir, run: Run, generator: torch.Generator, train_batches: Any, val_batches: Any,
+         extras: Extras, checkpoint: dict[str, Any] | None) -> Job:  # fmt: skip
+    """The run's loop state: what trains and on which batches, and who hears of it."""
+    config, dist = plan.config, plan.dist
+    # DDP first, then compile (compiling DDP lets torch.compile split graphs at its buckets).
+    forward = dist.wrap(run.model)
+    forward = torch.compile(forward) if config.compile else forward
+    criterion = nn.CrossEntropyLoss().to(dist.device)  # validation's: the plain loss
+    train_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing).to(dist.device)
     host = get_plugin_host()
-    job = Job(
-        config=config,
-        dist=dist,
-        run_dir=run_dir,
-        run=run,
-        forward=forward,
-        criterion=criterion,
-        train_criterion=dist.train_criterion(criterion),
-        generator=generator,
-        train_batches=train_batches,
-        val_batches=val_batches,
-        step_sizes=train_batches.step_sizes(),
-        events=RunEvents(host, active=dist.is_main),
-        console=console,
-        provenance=provenance(zoo_version=__version__, plugins=host.plugin_records()),
-        amp_dtype=amp_dtype,
-        channels_last=channels_last,
-        partial=(checkpoint or {}).get("partial"),
-        resumed_rng=(checkpoint or {}).get("rng"),
-    )
-    _write_run_files(job, data.data_dir, state_bytes, resumed=checkpoint is not None)
-    return job
+    return Job(
+        config=config, dist=dist, run_dir=run_dir, run=run, forward=forward, criterion=criterion,
+        train_criterion=dist.train_criterion(train_criterion), generator=generator, train_batches=train_batches,
+        val_batches=val_batches, step_sizes=train_batches.step_sizes(), events=RunEvents(host, active=dist.is_main),
+        console=plan.console, provenance=provenance(zoo_version=__version__, plugins=host.plugin_records()),
+        amp_dtype=plan.amp_dtype, partial=(checkpoint or {}).get("partial"),
+        resumed_rng=(checkpoint or {}).get("rng"), extras=extras,
+    )  # fmt: skip
+
+
+def _recipe_spec(config: RunConfig, extras: Extras) -> dict[str, Any]:
+    """What checkpoints record of the recipe, for ``--resume`` to check it is the same."""
+    schedule = extras.schedule
+    return {
+        "sched": config.sched, "sched_hparams": _plain(schedule.hparams) if schedule else None,
+        "sched_interval": schedule.interval if schedule else None, "augment": list(config.augment),
+        "ema": config.ema, "label_smoothing": config.label_smoothing, "clip_grad_norm": config.clip_grad_norm,
+        "accumulate": config.accumulate, "sched_epochs": config.epochs if schedule else None,
+    }  # fmt: skip
 
 
 def _saved_config(out: str | None) -> dict[str, Any]:
@@ -587,11 +660,48 @@ def _amp_dtype(config: RunConfig, device: torch.device, console: Console | None)
         if console is not None:
             console.note("--amp only applies on CUDA; training in float32")
         return None
-    if not torch.cuda.is_bf16_supported():
-        raise UsageError(
-            f"--amp uses bfloat16, which {torch.cuda.get_device_name(device)} does not support; drop --amp"
-        )
+    problem = bf16_problem(device)  # the training device's own capability, emulation not counted
+    if problem is not None:
+        raise UsageError(problem)
     return torch.bfloat16
+
+
+def cuda_numerics(device: torch.device, *, deterministic: bool) -> None:
+    """On CUDA: TF32 matmuls and convolutions (float32 values, 10-bit mantissa products: several
+    times the FP32 throughput on Ampere and later) and cuDNN's autotuner (a few slow first steps
+    while it times each convolution's algorithms, then the fastest). ``--deterministic`` turns all
+    three off, for results reproducible bit for bit across runs, at full FP32 cost. The CPU is
+    untouched: it has neither, and its runs are always bitwise reproducible."""
+    if device.type != "cuda":
+        return
+    precision = "ieee" if deterministic else "tf32"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def _validation_batch(
+    model: nn.Module,
+    input_size: tuple[int, ...],
+    device: torch.device,
+    data: _Data,
+    state_bytes: int | None,
+    *,
+    largest: int,
+) -> int:
+    """``largest`` on the CPU; on a GPU, no more than half of what is left free once the model,
+    its gradients and optimizer state (not allocated yet: the first step does) and the data held
+    there are counted can hold (models at 224 pixels and up)."""
+    if device.type != "cuda":
+        return largest
+    free = available_memory(device)
+    if free is not None:
+        gradients = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        held = sum(s.images.numel() * s.images.element_size() for s in (data.train, data.val)
+                   if isinstance(s, TensorImageDataset))  # fmt: skip
+        free = max(0, free - held - gradients - (state_bytes or 0))
+    return validation_batch_size(activation_bytes_per_sample(model, input_size, device), free, largest)
 
 
 def _make_optimizer(
@@ -653,20 +763,40 @@ def _spec(
     }
 
 
-def _restore(run: Run, checkpoint: dict[str, Any], generator: torch.Generator, console: Console | None) -> None:
+def _restore(
+    run: Run, checkpoint: dict[str, Any], generator: torch.Generator, console: Console | None, extras: Extras,
+    *, speaks: bool,
+) -> None:  # fmt: skip
     """Weights, optimizer state and every RNG from ``checkpoint``, restored after building (which
     drew from the RNG) so that the continuation equals an uninterrupted run bitwise."""
     load_state_dict_strict(
         run.model, checkpoint["model"], source=str(run.run_dir / "last.pt"), target=f"model '{run.config.model}'"
     )
     run.optimizer.load_state_dict(checkpoint["optimizer"])
+    _match_parameter_layouts(run.optimizer)
     changed = changed_hparams(checkpoint["spec"]["hparams"], run.spec["hparams"], run.config)
     for key, value in changed.items():
         for group in run.optimizer.param_groups:
             group[key] = value
     if changed and console is not None:
         console.note(f"resuming with changed hyper-parameters {changed}")
-    restore_rng(checkpoint["rng"], generator)
+    restore_rng(checkpoint["rng"], generator, run.device, warn=speaks)
+    extras.restore(checkpoint, mid_epoch=checkpoint.get("partial") is not None)
+
+
+def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every state tensor shaped like its parameter that parameter's memory layout and device.
+
+    Checkpoints hold contiguous (NCHW) copies and ``load_state_dict`` keeps them so, while a fresh
+    run's momentum and Adam buffers are channels_last like their parameters: a resumed run would
+    fall off the foreach and fused kernels' fast paths, which want matching layouts.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _write_run_files(job: Job, data_dir: str, state_bytes: int | None, *, resumed: bool) -> None:

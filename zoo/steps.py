@@ -16,7 +16,7 @@ from torch import nn
 
 from zoo.errors import RunError, UsageError
 
-__all__ = ["train_step", "evaluate", "first_nonfinite"]
+__all__ = ["train_step", "accumulation_step", "evaluate", "first_nonfinite"]
 
 
 def train_step(
@@ -27,12 +27,14 @@ def train_step(
     targets: torch.Tensor,
     *,
     amp_dtype: torch.dtype | None = None,
+    clip_grad_norm: float | None = None,
 ) -> torch.Tensor:
     """One optimisation step, the seed's ``zero_grad`` / ``backward`` / ``step`` triple.
 
     It runs inside a closure passed to ``step`` because L-BFGS re-evaluates the loss several
     times per step; every other optimizer calls the closure once. Returns the loss before the
     update, detached and still on the device (reading it would force a sync every step).
+    ``clip_grad_norm``: the gradients' total norm is clipped to it before the update.
     """
     first: list[torch.Tensor] = []
 
@@ -42,6 +44,8 @@ def train_step(
         with torch.autocast(inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
             loss = criterion(model(inputs), targets)
         loss.backward()
+        if clip_grad_norm is not None:
+            _clip(optimizer, clip_grad_norm)
         if not first:
             first.append(loss.detach())
         return loss
@@ -50,6 +54,39 @@ def train_step(
     if not first:
         raise RunError(f"{type(optimizer).__name__}.step(closure) never called the closure, so nothing was learned")
     return first[0]
+
+
+def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def accumulation_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    first: bool,
+    last: bool,
+    scale: float,
+    amp_dtype: torch.dtype | None = None,
+    clip_grad_norm: float | None = None,
+) -> torch.Tensor:
+    """One batch of an accumulated step (``--accumulate N``): its gradient, times ``scale`` (one
+    over the batches in the step), adds to those of the batches before it; the optimizer steps
+    after the ``last`` one. Returns the batch's loss, detached, on the device."""
+    if first:
+        optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+        loss = criterion(model(inputs), targets)
+    (loss * scale).backward()
+    if last:
+        if clip_grad_norm is not None:
+            _clip(optimizer, clip_grad_norm)
+        optimizer.step()
+    return loss.detach()
 
 
 @torch.inference_mode()
