@@ -215,29 +215,36 @@ def _model_variant(name: Any, raw: Any, where: str, display: str, models: Mappin
     )
 
 
+def _preset(
+    kind: str, name: Any, raw: Any, where: str, keys: set[str], table: Mapping[str, Any]
+) -> tuple[str, Any, dict[str, Any]]:
+    """What an ``optimizers:`` or ``schedulers:`` entry has in common: ``(base name, base entry,
+    hparams)``, each checked, with the file's line in every error."""
+    check_name(name, kind, where)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: {kind} '{name}' must be a mapping with 'base' and 'hparams'")
+    extra = set(raw) - set(keys)
+    if extra:
+        raise UsageError(f"{where}: unknown key(s) {sorted(extra)} in {kind} '{name}'; allowed: {sorted(keys)}")
+    base_name = raw.get("base")
+    base = _plugin_base(table, kind, name, base_name, where)
+    hparams = raw.get("hparams") or {}
+    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
+        raise UsageError(f"{where}: hparams of {kind} '{name}' must be a mapping of parameter -> value")
+    return base_name, base, dict(hparams)
+
+
 def _optimizer_preset(
     name: Any, raw: Any, where: str, display: str, optimizers: Mapping[str, OptimizerEntry]
 ) -> OptimizerEntry:
     """One entry of ``optimizers:``: a plugin's optimizer plus hyper-parameters."""
-    check_name(name, "optimizer", where)
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: optimizer '{name}' must be a mapping with 'base' and 'hparams'")
-    extra = set(raw) - _OPTIMIZER_KEYS
-    if extra:
-        raise UsageError(
-            f"{where}: unknown key(s) {sorted(extra)} in optimizer '{name}'; allowed: {sorted(_OPTIMIZER_KEYS)}"
-        )
-    base_name = raw.get("base")
-    base = _plugin_base(optimizers, "optimizer", name, base_name, where)
-    hparams = raw.get("hparams") or {}
-    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
-        raise UsageError(f"{where}: hparams of optimizer '{name}' must be a mapping of parameter -> value")
+    base_name, base, hparams = _preset("optimizer", name, raw, where, _OPTIMIZER_KEYS, optimizers)
     return OptimizerEntry(
         name=name,
         plugin=display,
         factory=base.factory,
         summary=raw.get("summary") or f"{base_name} with {', '.join(f'{k}={v}' for k, v in hparams.items())}",
-        defaults={**base.defaults, **dict(hparams)},
+        defaults={**base.defaults, **hparams},
         base=base_name,
         source=where,
     )
@@ -247,19 +254,7 @@ def _scheduler_preset(
     name: Any, raw: Any, where: str, display: str, schedulers: Mapping[str, SchedulerEntry]
 ) -> SchedulerEntry:
     """One entry of ``schedulers:``: a plugin's scheduler plus hyper-parameters (and an interval)."""
-    check_name(name, "scheduler", where)
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: scheduler '{name}' must be a mapping with 'base' and 'hparams'")
-    extra = set(raw) - _SCHEDULER_KEYS
-    if extra:
-        raise UsageError(
-            f"{where}: unknown key(s) {sorted(extra)} in scheduler '{name}'; allowed: {sorted(_SCHEDULER_KEYS)}"
-        )
-    base_name = raw.get("base")
-    base = _plugin_base(schedulers, "scheduler", name, base_name, where)
-    hparams = raw.get("hparams") or {}
-    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
-        raise UsageError(f"{where}: hparams of scheduler '{name}' must be a mapping of parameter -> value")
+    base_name, base, hparams = _preset("scheduler", name, raw, where, _SCHEDULER_KEYS, schedulers)
     interval = check_interval(raw["interval"], f"{where}: scheduler '{name}'") if "interval" in raw else base.interval
     summary = raw.get("summary", "")
     if not isinstance(summary, str):
@@ -270,7 +265,7 @@ def _scheduler_preset(
         plugin=display,
         factory=base.factory,
         summary=summary or f"{base_name}{' with ' + shown if shown else ''}",
-        defaults={**base.defaults, **dict(hparams)},
+        defaults={**base.defaults, **hparams},
         interval=interval,
         base=base_name,
         source=where,
