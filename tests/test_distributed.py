@@ -579,12 +579,20 @@ def test_a_recipe_run_restarted_after_a_killed_worker_equals_the_uninterrupted_o
     killed = zoo_forked("run", *TWO, *recipe, "--max-restarts", "1", "--out", "killed",
                         env={ENV_TEST_KILL: "1:9"}, timeout=240)  # fmt: skip
     assert killed.returncode == 0, killed.stderr
+    # And a SIGINT mid-epoch 2 (rank 1 after its 7th batch; the group stops after the next whole
+    # accumulated step), then --resume: each rank continues its own augmentation stream.
+    stopped = zoo_forked("run", *TWO, *recipe, "--out", "stopped", env={ENV_TEST_KILL: "1:7:SIGINT"}, timeout=240)
+    assert stopped.returncode == 130, stopped.stderr
+    partial = torch.load(zoo_forked.cwd / "stopped" / "last.pt", weights_only=True)["partial"]
+    assert (partial["epoch"], partial["step"]) == (2, 2) and "augment" in partial["ranks_rng"][1]
+    resumed = zoo_forked("run", *TWO, *recipe, "--out", "stopped", "--resume", timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
     a = torch.load(zoo_forked.cwd / "straight" / "last.pt", weights_only=True)
-    b = torch.load(zoo_forked.cwd / "killed" / "last.pt", weights_only=True)
-    for part in (a["model"], a["ema"]["model"]):
-        other = b["model"] if part is a["model"] else b["ema"]["model"]
-        assert all(torch.equal(part[k], other[k]) for k in part)
-    assert a["scheduler"] == b["scheduler"] and str(a["optimizer"]) == str(b["optimizer"])
-    assert [line["lr"] for line in metric_lines(zoo_forked.cwd / "straight")] == [
-        line["lr"] for line in metric_lines(zoo_forked.cwd / "killed")
-    ]
+    for name in ("killed", "stopped"):
+        b = torch.load(zoo_forked.cwd / name / "last.pt", weights_only=True)
+        for part, other in ((a["model"], b["model"]), (a["ema"]["model"], b["ema"]["model"])):
+            assert all(torch.equal(part[k], other[k]) for k in part), name
+        assert a["scheduler"] == b["scheduler"] and str(a["optimizer"]) == str(b["optimizer"]), name
+        assert [line["lr"] for line in metric_lines(zoo_forked.cwd / "straight")] == [
+            line["lr"] for line in metric_lines(zoo_forked.cwd / name)
+        ], name

@@ -158,12 +158,13 @@ class Dist:
         if self.rank:
             torch.manual_seed(_rank_seed(seed, epoch, self.rank))
 
-    def rank_rng_states(self) -> list[dict[str, torch.Tensor]] | None:
+    def rank_rng_states(self, extra: Mapping[str, torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]] | None:
         """Every rank's random state, gathered (a collective: all ranks call it at the same
-        step). A run stopped mid-epoch saves them, so that each rank continues its own stream."""
+        step), with ``extra`` streams of its own (the augmentations'). A run stopped mid-epoch
+        saves them, so that each rank continues its own streams."""
         if not self.distributed:
             return None
-        mine = {"torch": torch.get_rng_state()}
+        mine = {**(extra or {}), "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             mine["cuda"] = torch.cuda.get_rng_state(self.device)
         states: list[Any] = [None] * self.world

@@ -81,6 +81,19 @@ class Extras:
             state["augment_rng"] = self.augment_generator.get_state().cpu()
         return state
 
+    def rank_streams(self) -> dict[str, torch.Tensor]:
+        """This rank's own random streams, for a mid-epoch stop to gather from every rank."""
+        return {"augment": self.augment_generator.get_state().cpu()} if self.augment_generator is not None else {}
+
+    def restore_rank_streams(self, states: Any, world: int) -> None:
+        """A stopped epoch continued under ``--nproc``: this rank's augmentation stream where it
+        stopped (rank 0's comes from the checkpoint, see :meth:`restore`)."""
+        if self.augment_generator is None or not self.rank or not states or len(states) != world:
+            return
+        state = states[self.rank].get("augment")
+        if state is not None:
+            self.augment_generator.set_state(state)
+
     def restore(self, checkpoint: dict[str, Any], *, mid_epoch: bool) -> None:
         """Put back what ``checkpoint`` holds of these. The augmentations' stream is reseeded at
         each epoch's start; only a stopped epoch continues from the saved state."""

@@ -384,6 +384,7 @@ def _start_epoch(job: Job, epoch: int) -> tuple[torch.Tensor, Any, int, list[tor
     # The second restore of the same state: _restore has already said what it could not restore.
     restore_rng({k: v for k, v in job.resumed_rng.items() if k != "shuffle"}, device=job.run.device, warn=False)
     job.dist.restore_rank_rng(resumed.get("ranks_rng"), job.config.seed, epoch)  # ranks > 0: their own streams
+    job.extras.restore_rank_streams(resumed.get("ranks_rng"), job.dist.world)
     return shuffle, batches, first_step, list(resumed["losses"].to(job.run.device).unbind())
 
 
@@ -404,7 +405,7 @@ def _check_finite(job: Job, losses: list[torch.Tensor], start: int, epoch: int) 
 
 def _stop_mid_epoch(job: Job, partial: dict[str, Any], stop: StopControl) -> None:
     """A signal stopped the epoch: save where it is, so that ``--resume`` continues from there."""
-    ranks_rng = job.dist.rank_rng_states()  # distributed: every rank's stream, gathered
+    ranks_rng = job.dist.rank_rng_states(job.extras.rank_streams())  # distributed: every rank's streams
     if ranks_rng is not None:
         partial["ranks_rng"] = ranks_rng
     job.save(job.run_dir.last, partial)
