@@ -46,7 +46,9 @@ def test_the_checkpoint_holds_the_contract_keys_and_opens_with_weights_only(trai
     assert {"model", "optimizer", "epoch", "spec", "metrics", "rng", "provenance"} <= set(ckpt)
     spec = ckpt["spec"]
     assert {"model", "optimizer", "hparams", "dataset", "num_classes", "classes", "input_size"} <= set(spec)
-    assert spec["model"] == "tudui" and spec["optimizer"] == "sgd-momentum" and spec["dataset"] == "fake"
+    # qualified names (PLUGIN/NAME): the same entries whatever plugins are installed later
+    assert spec["model"] == "tudui/tudui" and spec["optimizer"] == "registry.yaml/sgd-momentum"
+    assert spec["dataset"] == "fake"
     assert spec["hparams"] == {"lr": 0.01, "momentum": 0.9, "nesterov": True}
     assert spec["num_classes"] == 10 and len(spec["classes"]) == 10 and list(spec["input_size"]) == [3, 32, 32]
     assert len(spec["mean"]) == 3 and len(spec["std"]) == 3

@@ -16,17 +16,21 @@ def test_list_json_holds_the_registry(zoo_cli):
     result = zoo_cli("list", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert all(set(r) == {"kind", "name", "plugin", "summary"} for r in rows)
+    assert all({"kind", "name", "plugin", "summary", "qualified"} <= set(r) for r in rows)
+    assert all(r["qualified"] == f"{r['plugin']}/{r['name']}" for r in rows)  # no clash among the built-ins
     by_kind = {}
     for r in rows:
         by_kind.setdefault(r["kind"], {})[r["name"]] = r["plugin"]
-    assert by_kind["model"] == {
+    models = by_kind["model"]
+    assert {n: p for n, p in models.items() if p != "torchvision"} == {
         "tudui": "tudui",
-        "vgg16": "vgg",
+        "resnet18-finetune": "registry.yaml",
         "vgg16-add-linear": "registry.yaml",
         "vgg16-classifier-add-linear": "registry.yaml",
         "vgg16-replace-classifier": "registry.yaml",
     }
+    assert len([n for n, p in models.items() if p == "torchvision"]) == 80 and models["vgg16"] == "torchvision"
+    assert all(isinstance(r["input_size"], list) and "params" in r for r in rows if r["kind"] == "model")
     torch_optim = {n for n, p in by_kind["optimizer"].items() if p == "torch-optim"}
     assert len(torch_optim) == 15 and {"sgd", "adam", "lbfgs", "muon", "sparseadam", "adafactor"} <= torch_optim
     assert by_kind["dataset"] == {
@@ -78,7 +82,7 @@ def test_list_of_a_glob_that_matches_nothing_is_not_an_error(zoo_fork):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["show", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (["show", "vgg-16"], "unknown model 'vgg-16'; did you mean 'vgg16'? (zoo list models)"),
         (["show", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
         (["show", "digts"], "unknown dataset 'digts'; did you mean 'digits'? (zoo list datasets)"),
         (["show", "cosin"], "unknown scheduler 'cosin'; did you mean 'cosine'? (zoo list schedulers)"),
@@ -87,9 +91,9 @@ def test_list_of_a_glob_that_matches_nothing_is_not_an_error(zoo_fork):
             ["show", "qqqqqq"],
             "unknown model, optimizer, dataset, scheduler, augmentation or recipe 'qqqqqq' (zoo list)",
         ),
-        (["run", "vgg61", "sgd"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (["run", "vgg-16", "sgd"], "unknown model 'vgg-16'; did you mean 'vgg16'? (zoo list models)"),
         (["run", "tudui", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)"),
-        (["check", "--models", "vgg61"], "unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"),
+        (["check", "--models", "vgg-16"], "unknown model 'vgg-16'; did you mean 'vgg16'? (zoo list models)"),
         (
             ["check", "--models", "tudui", "--optimizers", "adamm"],
             "unknown optimizer 'adamm'; did you mean 'adam'? (zoo list optimizers)",
@@ -162,7 +166,7 @@ def test_naive_add_module_is_refused_on_the_command_line(zoo_cli, tmp_path):
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["show", "vgg61"], ["unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)"]),
+        (["show", "vgg-16"], ["unknown model 'vgg-16'; did you mean 'vgg16'? (zoo list models)"]),
         (["list", "modles", "x"], ["unknown kind 'modles'"]),
         (["run", "tudui"], ["the following arguments are required: optimizer"]),
         (["run", "tudui", "sgd", "--epochs", "0"], ["argument --epochs: expected a positive integer, got 0"]),
@@ -232,6 +236,7 @@ def test_a_non_editable_install_ships_the_registry_and_the_builtins(tmp_path):
     assert result.returncode == 0, result.stderr
     models = json.loads(result.stdout)
     assert ["registry.yaml", "vgg16-replace-classifier"] in models and ["tudui", "tudui"] in models
+    assert len([m for m in models if m[0] == "torchvision"]) == 80  # its catalogue.json ships with it
 
 
 def test_install_runs_pip_in_the_zoos_own_python_and_reports_its_failure(zoo_cli, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import urllib.error
@@ -240,7 +241,11 @@ def test_digits_split_shape_labels_and_determinism():
 
 
 def test_digits_without_scikit_learn_says_how_to_install(monkeypatch):
+    # Not installed: its package is not found (the CSV is read from there), and importing fails.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
+    loaders._digits.cache_clear()  # read once a process: not yet in this one
     with pytest.raises(UsageError, match=r"pip install 'tudui-zoo\[digits\]'"):
         loaders.load_digits(True, "unused", False)
 

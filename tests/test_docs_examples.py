@@ -24,6 +24,9 @@ render the comment):
     only; its stderr then stdout must be those lines.
 ``<!-- test: broken-plugin NAME MODULE -->`` (console)
     The lines ``zoo list`` prints when plugin NAME's module imports a MODULE that does not exist.
+``<!-- test: notebook -->`` (python)
+    A cell of the document's notebook: its notebook blocks run in order in one Python process (one
+    namespace, as a notebook's cells), in a fresh workspace with the document's files, each without error.
 ``<!-- test: skip REASON -->``
     Not tested.
 
@@ -44,6 +47,7 @@ import re
 import shlex
 import site
 import subprocess
+import sys
 import venv
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +69,7 @@ VERBS = {  # verb: (number of arguments, languages it applies to)
     "plugin": (1, {"python"}),
     "output": (0, {"console"}),
     "broken-plugin": (2, {"console"}),
+    "notebook": (0, {"python"}),
 }
 MUST_BE_MARKED = {"toml", "python", "yaml", "yml"}
 SHELL = {"bash", "sh", "shell"}
@@ -377,6 +382,35 @@ def test_console_output_is_what_zoo_prints(block: Block, args: list[str], shown:
     result = zoo_fork(*args, env={"ZOO_LOAD_PLUGINS": ""})  # built-ins only: what a fresh install shows
     printed = [line.rstrip() for line in (result.stderr + result.stdout).splitlines()]
     assert printed == shown, f"{block.where}: zoo {' '.join(args)} printed:\n" + "\n".join(printed)
+
+
+# -- notebooks: python blocks run in order, as the cells of one session --------------------------
+
+NOTEBOOK_DOCS = sorted({b.doc for b in marked("notebook")})
+RUN_CELLS = """\
+import json, sys
+namespace = {"__name__": "__main__"}
+for where, source in json.load(open(sys.argv[1])):
+    exec(compile(source, where, "exec"), namespace)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", NOTEBOOK_DOCS, ids=doc_id)
+def test_notebook_cells_run_in_order(doc: Path, tmp_path: Path):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    write_files(doc, workspace)
+    # each cell padded to its line in the document, which a traceback then names
+    cells = [(doc_id(doc), "\n" * b.line + b.text) for b in marked("notebook") if b.doc == doc]
+    (tmp_path / "cells.json").write_text(json.dumps(cells))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_") or k.startswith("ZOO_TESTS_")}
+    env["ZOO_DATA"] = str(tmp_path / "zoo-data")
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_CELLS, str(tmp_path / "cells.json")],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{doc_id(doc)}: a notebook cell failed:\n{result.stdout}\n{result.stderr}"
 
 
 # -- the plugin guide, end to end ----------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_safetensors_round_trip_with_metadata(tmp_path, checkpoint):
         assert torch.equal(loaded[k], v)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    assert meta["zoo.model"] == "tudui" and '"class0"' in meta["zoo.classes"]
+    assert meta["zoo.model"] == "tudui/tudui" and '"class0"' in meta["zoo.classes"]
 
 
 def test_safetensors_without_the_package_names_the_install(tmp_path, checkpoint, monkeypatch):

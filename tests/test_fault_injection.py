@@ -139,7 +139,7 @@ def checkpointed_epochs(out: Path) -> int:
     for name in ("best.pt", "last.pt"):
         if (out / name).exists():
             ckpt = torch.load(out / name, weights_only=True)  # raises if a kill left it unreadable
-            assert ckpt["format"] == "zoo.checkpoint" and ckpt["spec"]["model"] == "tudui", name
+            assert ckpt["format"] == "zoo.checkpoint" and ckpt["spec"]["model"] == "tudui/tudui", name
     return int(torch.load(out / "last.pt", weights_only=True)["epoch"]) if (out / "last.pt").exists() else 0
 
 

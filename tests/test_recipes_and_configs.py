@@ -241,7 +241,7 @@ def test_every_run_option_can_be_typed():
         "--tensorboard", "--quiet", "--registry", "r.yaml", "--trust", "--nproc", "2", "--skip-bad-images",
         "--deterministic", "--sched", "steplr", "--sched-opt", "step_size=2", "--sched-interval", "step",
         "--augment", "flip", "--ema", "0.9", "--label-smoothing", "0.1", "--clip-grad-norm", "1",
-        "--accumulate", "2", "--patience", "3",
+        "--accumulate", "2", "--patience", "3", "--input-size", "48",
     )  # fmt: skip
     defaults = RunConfig("tudui", "sgd")
     unchanged = [f.name for f in fields(RunConfig) if getattr(config, f.name) == getattr(defaults, f.name)]

@@ -137,9 +137,10 @@ def _run_pair(
     train_step: Callable[..., torch.Tensor],
 ) -> tuple[str, str | None]:
     try:
-        factory = registry.optimizer_factory(entry.name)
+        name = registry.shown_name(entry)  # a shadowed entry is reached as PLUGIN/NAME
+        factory = registry.optimizer_factory(name)
         hparams = dict(entry.defaults)
-        preflight(model, entry.name, factory, hparams, "cpu")
+        preflight(model, name, factory, hparams, "cpu")
     except (IncompatibleError, WontFitError) as exc:
         return "incompatible", str(exc)
     except Exception as exc:
@@ -226,11 +227,12 @@ def _check_all(
         model = None  # drop the previous model before building the next: VGG16 is 0.5 GiB
         start = time.perf_counter()
         try:
-            model = registry.build_model(model_entry.name, NUM_CLASSES)
+            model = registry.build_model(registry.shown_name(model_entry), NUM_CLASSES)
         except Exception as exc:
             reason = f"the model failed to build: {_reason(exc)}"
             for optimizer_entry in optimizer_entries:
-                emit(_row(model_entry.name, optimizer_entry.name, "error", reason, time.perf_counter() - start))
+                emit(_row(registry.shown_name(model_entry), registry.shown_name(optimizer_entry), "error", reason,
+                          time.perf_counter() - start))  # fmt: skip
             continue
         model.train()
         model_threads = threads if sum(p.numel() for p in model.parameters()) >= _SMALL_MODEL else 1
@@ -242,5 +244,6 @@ def _check_all(
             status, reason = _run_pair(
                 model, optimizer_entry, registry, inputs, targets, budget_s, model_threads, train_step
             )
-            emit(_row(model_entry.name, optimizer_entry.name, status, reason, time.perf_counter() - start))
+            emit(_row(registry.shown_name(model_entry), registry.shown_name(optimizer_entry), status, reason,
+                      time.perf_counter() - start))  # fmt: skip
     return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -98,8 +99,21 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "or recipes"
             )
         pattern = args.kind  # `zoo list 'vgg*'`: a pattern over every kind
-    entries = list(_registry(args).entries(kind, pattern))
-    rows = [{"kind": e.kind, "name": e.name, "plugin": e.plugin, "summary": e.summary} for e in entries]
+    registry = _registry(args)
+    entries = list(registry.entries(kind, pattern))
+    # "name": the name that reaches the entry (PLUGIN/NAME where another holds the bare NAME)
+    rows = [
+        {
+            "kind": e.kind,
+            "name": registry.shown_name(e),
+            "plugin": e.plugin,
+            "summary": e.summary,
+            "qualified": registry.qualified_name(e),
+            # models: their native (C, H, W) and parameters at 1000 classes (null: not known unbuilt)
+            **({"input_size": list(e.input_size), "params": e.params} if e.kind == "model" else {}),
+        }
+        for e in entries
+    ]
     if args.json:
         _print_json(rows)
     elif rows:
@@ -117,7 +131,7 @@ def _show_model(registry: Any, entry: Any, num_classes: int | None) -> dict[str,
     dataset = registry.datasets.get(entry.default_dataset or "")
     classes = num_classes or (dataset.num_classes if dataset and dataset.num_classes else 10)
     # build_model's dry forward pass proves the output is (batch, classes) before we get here
-    model = registry.build_model(entry.name, classes)
+    model = _model_for_show(registry, registry.qualified_name(entry), classes)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
@@ -130,19 +144,58 @@ def _show_model(registry: Any, entry: Any, num_classes: int | None) -> dict[str,
         "base_classes": entry.base_classes,
         "edits": [e.as_json() | {"text": str(e)} for e in entry.edits],
         "input_size": list(entry.input_size),
+        "min_input_size": list(entry.min_input_size) if entry.min_input_size else None,
         "default_dataset": entry.default_dataset,
         "num_classes": classes,
         "parameters": params,
         "trainable_parameters": trainable,
+        "params": entry.params,  # as registered: at 1000 classes (zoo list --json's)
+        "weights": list(entry.weights),  # --weights imagenet loads the first
         "output_shape": ["batch", classes],
         "architecture": str(model),
     }
 
 
+def _model_for_show(registry: Any, name: str, num_classes: int) -> Any:
+    """The model as a run builds it, made on the meta device (no memory, no initialisation: as
+    quick for ViT-H as for Tudui); on the CPU where a builder cannot work there (one that
+    computes with tensors while constructing, as torchvision's RegNets do)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return registry.build_model(name, num_classes)
+    except Exception:
+        return registry.build_model(name, num_classes)
+
+
+def _print_model(info: dict[str, Any]) -> None:
+    if info["base"]:
+        built = f", built with {info['base_classes']} outputs" if info["base_classes"] else ""
+        print(f"base: {info['base']}{built}")
+        print("edits:")
+        for edit in info["edits"]:
+            print(f"  - {edit['text']}")
+    low = info["min_input_size"]
+    least = f"; at least {low[0]}x{low[1]} (zoo run --input-size N)" if low else ""
+    print(f"input size: {tuple(info['input_size'])}{least}; default dataset: {info['default_dataset']}")
+    print(f"output shape: (batch, {info['output_shape'][1]}) for {info['num_classes']} classes")
+    at_1000 = f"; {info['params']:,} at 1000 classes" if info["params"] is not None else ""
+    print(f"parameters: {info['parameters']:,} ({info['trainable_parameters']:,} trainable){at_1000}")
+    if info["weights"]:
+        print("pretrained weights (zoo run --weights imagenet loads the first, from the torch hub cache):")
+        for row in info["weights"]:
+            acc = f"acc@1 {row['acc1']}" if row.get("acc1") is not None else ""
+            size = f"{row['input_size']}x{row['input_size']}" if row.get("input_size") else ""
+            print("  " + "  ".join(part for part in (row["name"], acc, size, row["file"]) if part))
+    print("architecture:")
+    print(info["architecture"])
+
+
 def _show_optimizer(registry: Any, entry: Any) -> dict[str, Any]:
     from zoo.hparams import optimizer_params
 
-    factory = registry.optimizer_factory(entry.name)
+    factory = registry.optimizer_factory(registry.qualified_name(entry))
     params, var_kw = optimizer_params(factory)
     return {
         "kind": "optimizer",
@@ -182,7 +235,7 @@ def _parameter_rows(params: list[Any], defaults: dict[str, Any], filled: dict[st
 def _show_scheduler(registry: Any, entry: Any) -> dict[str, Any]:
     from zoo.recipe import run_filled, scheduler_params
 
-    factory = registry.scheduler_factory(entry.name)
+    factory = registry.scheduler_factory(registry.qualified_name(entry))
     params, var_kw = scheduler_params(factory)
     filled = {k: v for k, v in run_filled(params, entry.interval).items() if k not in entry.defaults}
     return {
@@ -204,7 +257,7 @@ def _show_scheduler(registry: Any, entry: Any) -> dict[str, Any]:
 def _show_augmentation(registry: Any, entry: Any) -> dict[str, Any]:
     from zoo.hparams import factory_params
 
-    factory = registry.augmentation_factory(entry.name)
+    factory = registry.augmentation_factory(registry.qualified_name(entry))
     params, var_kw = factory_params(factory, leading=0)
     return {
         "kind": "augmentation",
@@ -281,17 +334,7 @@ def _print_shown(info: dict[str, Any]) -> None:
     if info["summary"]:
         print(f"  {info['summary']}")
     if info["kind"] == "model":
-        if info["base"]:
-            built = f", built with {info['base_classes']} outputs" if info["base_classes"] else ""
-            print(f"base: {info['base']}{built}")
-            print("edits:")
-            for edit in info["edits"]:
-                print(f"  - {edit['text']}")
-        print(f"input size: {tuple(info['input_size'])}; default dataset: {info['default_dataset']}")
-        print(f"output shape: (batch, {info['output_shape'][1]}) for {info['num_classes']} classes")
-        print(f"parameters: {info['parameters']:,} ({info['trainable_parameters']:,} trainable)")
-        print("architecture:")
-        print(info["architecture"])
+        _print_model(info)
     elif info["kind"] == "optimizer":
         _print_parameters(info)
         print(f"set with: zoo run MODEL {info['name']} --lr F --opt KEY=VALUE")
@@ -399,7 +442,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 # recipe, a config file or --resume can supply them, and RunConfig's default applies otherwise.
 _RUN_FLAGS = (
     *("data", "data_dir", "epochs", "batch_size", "lr", "device", "seed", "out", "weights"),
-    *("limit_train", "limit_val", "workers", "nproc", "skip_bad_images", "recipe"),
+    *("limit_train", "limit_val", "workers", "nproc", "skip_bad_images", "recipe", "input_size"),
     *("sched", "sched_interval", "ema", "label_smoothing", "clip_grad_norm", "accumulate", "patience"),
 )
 _RUN_SWITCHES = ("download", "resume", "amp", "deterministic", "compile", "tensorboard", "quiet", "trust")
@@ -451,6 +494,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from zoo.runner import run
 
     config = run_config(args)
+    if os.environ.get("ZOO_SWEEP_TRIAL"):  # a trial of `zoo sweep`: report each epoch to its study
+        from zoo.sweep_trial import attach
+
+        attach()
     from zoo.ddp import in_worker, run_worker
     from zoo.launch import launch, should_launch
 
@@ -464,6 +511,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from zoo.sweep import plan_from_args, run_sweep
+    from zoo.sweep_report import summary_table
+
+    result = run_sweep(plan_from_args(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif not args.quiet:
+        print(summary_table(result["trials"], result["metric"]), end="")
+    return 0 if any(t["state"] == "complete" for t in result["trials"]) else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -588,6 +647,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 _when(r["started"]),
             ]
         )
+    if any(r.get("sweep") for r in rows):  # a sweep's directory: each trial's state and parameters
+        from zoo.sweep_report import params_text
+
+        headers.append("trial")
+        for cells, r in zip(table, rows):
+            t = r.get("sweep") or {}
+            cells.append(f"{t.get('state')}: {params_text(t.get('params') or {})} seed={t.get('seed')}" if t else "-")
     if any(r["error"] for r in rows):
         headers.append("error")
         for cells, r in zip(table, rows):
@@ -617,6 +683,7 @@ def build_parser() -> ArgumentParser:
     _add_plugins_command(commands, common)
     _add_pip_commands(commands)
     _add_run_command(commands, common)
+    _add_sweep_command(commands, common)
     _add_validate_command(commands, common)
     _add_predict_command(commands, common)
     _add_export_command(commands, common)
@@ -651,8 +718,14 @@ def _add_list_command(commands: Commands, common: ArgumentParser) -> None:
         metavar="models|optimizers|datasets|schedulers|augmentations|recipes",
         help="only this kind (the singular too: model, optimizer, ...)",
     )
-    p.add_argument("pattern", nargs="?", metavar="PATTERN", help="a glob over names, e.g. 'vgg*'")
-    p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary}")
+    p.add_argument(
+        "pattern",
+        nargs="?",
+        metavar="PATTERN",
+        help="a glob over names ('vgg*'); with a '/', over qualified names PLUGIN/NAME ('timm/*'). "
+        "An entry whose NAME another plugin holds is listed as PLUGIN/NAME",
+    )
+    p.add_argument("--json", action="store_true", help="a JSON array of {kind, name, plugin, summary, qualified, ...}")
     p.set_defaults(func=cmd_list)
 
 
@@ -719,6 +792,14 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     # Both optional with --config FILE.yaml (or a recipe naming an optimizer), which can name them.
     p.add_argument("model", nargs="?", help="a model (zoo list models)")
     p.add_argument("optimizer", nargs="?", help="an optimizer or preset (zoo list optimizers)")
+    _add_run_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_run_options(p: ArgumentParser | Any) -> None:
+    """Every ``zoo run`` option but the positionals and ``--json`` (``zoo sweep`` takes them too:
+    ``p`` may be an argument group)."""
     p.add_argument(
         "--config",
         metavar="FILE.yaml",
@@ -727,7 +808,7 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     p.add_argument(
         "--recipe", metavar="NAME", help="a named bundle of run options (zoo list recipes; flags given here win)"
     )
-    p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and vgg16)")
+    p.add_argument("--data", metavar="NAME", help="dataset (default: the model's, cifar10 for tudui and torchvision's)")
     p.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: $ZOO_DATA, else ~/.cache/zoo/data)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs the internet)")
     # No argparse defaults for the run's options: None says "not given", so that a recipe, a
@@ -746,6 +827,12 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs epochs in all")
     p.add_argument("--weights", metavar="imagenet|PATH", help="base weights loaded before the edits")
+    p.add_argument(
+        "--input-size",
+        type=positive_int,
+        metavar="N",
+        help="train at N x N pixels, the data resized to it (default: the model's input size; zoo show MODEL)",
+    )
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-val", type=positive_int, metavar="N", help="use the first N validation samples")
     p.add_argument(
@@ -766,8 +853,41 @@ def _add_run_command(commands: Commands, common: ArgumentParser) -> None:
     p.add_argument(
         "--trust", action="store_true", help="allow loading pickled (method-1) files: this can run arbitrary code"
     )
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
-    p.set_defaults(func=cmd_run)
+
+
+def _add_sweep_command(commands: Commands, common: ArgumentParser) -> None:
+    p = commands.add_parser(
+        "sweep",
+        parents=[common],
+        conflict_handler="resolve",  # the sweep's --lr, --opt, --sched, --out, ... replace the run's
+        help="compare optimizers and hyper-parameters: an Optuna study of zoo runs",
+        description="Train MODEL with each optimizer and hyper-parameter configuration (a grid, or "
+        "--trials drawn by a sampler), each trial a zoo run in SWEEP_DIR/trial-NNNN, and rank them. "
+        "VALUES: a comma list (grid points: 0.1,0.01) or a range A..B (log-uniform when positive "
+        "and spanning a decade; log: or lin: prefixes say which). Needs Optuna: pip install 'tudui-zoo[sweep]'.",
+        epilog="Exit 0 when a trial completed, 1 when none did, 2 for bad input.",
+    )
+    p.add_argument("model", help="a model (zoo list models)")
+    p.add_argument("optimizers", metavar="OPTIMIZERS", help="names or globs, comma-separated: 'sgd,adam*'")
+    sweep = p.add_argument_group("sweep options")
+    _add_run_options(p.add_argument_group("zoo run options, passed to every trial"))
+    sweep.add_argument("--lr", metavar="VALUES", help="learning rates: 0.1,0.01 or 1e-4..1e-1")
+    sweep.add_argument("--opt", action="append", metavar="KEY=VALUES", help="an optimizer hyper-parameter (repeatable)")
+    sweep.add_argument("--sched", metavar="NAMES", help="schedulers, comma-separated ('none': no schedule)")
+    sweep.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="run each configuration with N seeds")
+    sweep.add_argument("--seed", type=int, metavar="S", help="the first seed (default 0): seeds S..S+N-1")
+    sweep.add_argument("--sampler", choices=("grid", "random", "tpe"), help="default: grid with lists only, else tpe")
+    sweep.add_argument("--trials", type=positive_int, metavar="N", help="random/tpe: configurations to draw")
+    sweep.add_argument("--prune", choices=("median", "none"), default="none", help="stop clearly worse trials early")
+    sweep.add_argument("--parallel", type=positive_int, default=1, metavar="P", help="trials at once on this machine")
+    sweep.add_argument("--metric", choices=("best_val_accuracy", "val_loss"), default="best_val_accuracy")
+    sweep.add_argument("--storage", metavar="URL", help="Optuna storage (default: SQLite in SWEEP_DIR)")
+    sweep.add_argument("--study", metavar="NAME", help="join or create this study (default: SWEEP_DIR's name)")
+    sweep.add_argument("--out", metavar="SWEEP_DIR", help="default sweeps/<model>-<YYYYmmdd-HHMMSS>")
+    sweep.add_argument("--resume", action="store_true", help="continue the sweep in --out (after a kill, even -9)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines, no table")
+    sweep.add_argument("--json", action="store_true", help="print the sweep as one JSON object on stdout")
+    p.set_defaults(func=cmd_sweep)
 
 
 def _add_recipe_options(p: ArgumentParser) -> None:

@@ -41,6 +41,7 @@ class RunConfig:
     out: str | None = None
     resume: bool = False
     weights: str | None = None  # "imagenet" or a state_dict file, loaded before the edits
+    input_size: int | None = None  # train at N x N pixels (None: the model's input size)
     limit_train: int | None = None
     limit_val: int | None = None
     workers: int = 0
@@ -98,6 +99,8 @@ def check_config(config: RunConfig) -> None:
         if value is not None:
             _at_least(value, flag, 1)
     _at_least(config.accumulate, "--accumulate", 1)
+    if config.input_size is not None:
+        _at_least(config.input_size, "--input-size", 1)  # the model's minimum: checked against the registry
     if config.patience is not None:
         _at_least(config.patience, "--patience", 1)
     _in_range(config.ema, "--ema", "a number between 0 and 1 (exclusive), e.g. 0.999", lambda x: 0 < x < 1)

@@ -246,8 +246,16 @@ class Batches:
         for start in range(0, self.samples, size):
             yield order[start + self.rank : start + size : self.world]
 
+    def _resize_to(self) -> Size | None:
+        """The size :func:`adapt` brings batches to; None when in-memory images already have it
+        (one test an epoch instead of one a batch)."""
+        if isinstance(self.dataset, TensorImageDataset) and self.dataset.input_size == self.input_size:
+            return None
+        return self.input_size
+
     def _from_shards(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, shift, divisor = self.dataset.to_device(self.device)
+        size = self._resize_to()
         steps = list(self.shards())
         if not steps:
             return
@@ -256,11 +264,11 @@ class Batches:
         indices = torch.cat(steps).to(self.device)
         for index in indices.split([len(step) for step in steps]):
             x = (images.index_select(0, index) - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
-            yield adapt(x, self.input_size), labels.index_select(0, index)
+            yield (x if size is None else adapt(x, size)), labels.index_select(0, index)
 
     def _from_tensors(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, shift, divisor = self.dataset.to_device(self.device)
-        n = images.shape[0]
+        n, size = images.shape[0], self._resize_to()
         # The order is drawn on the CPU, whatever the device, so a seed means one order.
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
@@ -271,7 +279,7 @@ class Batches:
                 # index_select, not images[index]: the same rows, gathered 2-3x faster on CPU.
                 x, y = images.index_select(0, index), labels.index_select(0, index)
             x = (x - shift).div_(divisor)  # as in TensorImageDataset.__getitem__
-            yield adapt(x, self.input_size), y
+            yield (x if size is None else adapt(x, size)), y
 
     def _from_loader(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self._loader:

@@ -333,10 +333,14 @@ def apply_edits(model: Any, edits: tuple[Edit, ...], num_classes: int, where: st
     return model, touched
 
 
-def check_model(model: Any, entry: Any, num_classes: int, touched: list[str]) -> tuple[int, ...]:
-    """Dry forward pass on ``entry.input_size``: every added/replaced module must be called and
-    the output must be ``(batch, num_classes)``. Returns the output shape."""
+def check_model(
+    model: Any, entry: Any, num_classes: int, touched: list[str], *, input_size: Any = None
+) -> tuple[int, ...]:
+    """Dry forward pass on ``input_size`` (default ``entry.input_size``): every added/replaced
+    module must be called and the output must be ``(batch, num_classes)``. Returns the output shape."""
     import torch
+
+    size = tuple(input_size) if input_size is not None else tuple(entry.input_size)
 
     where = entry.source or f"model '{entry.name}' (plugin '{entry.plugin}')"
     called: set[str] = set()
@@ -349,11 +353,11 @@ def check_model(model: Any, entry: Any, num_classes: int, touched: list[str]) ->
     try:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            out = model(torch.zeros(2, *entry.input_size, device=device))
+            out = model(torch.zeros(2, *size, device=device))
     except Exception as exc:
         raise UsageError(
             f"{where}: model '{entry.name}' fails a dry forward pass on input "
-            f"(2, {', '.join(map(str, entry.input_size))}): "
+            f"(2, {', '.join(map(str, size))}): "
             f"{one_line(exc)}"
         ) from exc
     finally:

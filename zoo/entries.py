@@ -26,7 +26,10 @@ __all__ = [
     "Entry",
     "check_name",
     "check_size",
+    "check_min_size",
+    "check_weights",
     "check_interval",
+    "too_small",
     "resolve",
 ]
 
@@ -49,6 +52,9 @@ class ModelEntry:
     edits: tuple[Any, ...] = ()  # zoo.edits.Edit, for variants
     base_classes: int | None = None  # build the base with this many outputs (1000: ImageNet weights)
     source: str | None = None  # "registry.yaml:12" for variants
+    min_input_size: tuple[int, int] | None = None  # (H, W) the model accepts at least; None: any
+    params: int | None = None  # parameters at 1000 classes (as torchvision and timm count them)
+    weights: tuple[dict[str, Any], ...] = ()  # pretrained weights {"name", "url", "file", ...}, the default first
 
     kind = "model"
 
@@ -151,6 +157,43 @@ def check_size(size: Any, source: str) -> tuple[int, int, int]:
     ):
         raise UsageError(f"{source}: input_size must be three positive integers (C, H, W), got {size!r}")
     return tuple(size)  # type: ignore[return-value]
+
+
+def check_min_size(size: Any, source: str) -> tuple[int, int] | None:
+    """A model's minimum input size as ``(H, W)`` (an int ``N`` is ``(N, N)``; None: any size)."""
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else size
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
+    ):
+        raise UsageError(f"{source}: min_input_size must be a positive integer or (H, W), got {size!r}")
+    return (pair[0], pair[1])
+
+
+def check_weights(weights: Any, source: str) -> tuple[dict[str, Any], ...]:
+    """Pretrained weights as a tuple of plain dicts, each with a ``name`` and a ``url`` (and a
+    ``file``: the URL's last part unless given), the default first."""
+    if weights is None:
+        return ()
+    rows = []
+    for row in weights if isinstance(weights, (list, tuple)) else [weights]:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("url"), str):
+            raise UsageError(f"{source}: weights must be a list of mappings with 'name' and 'url', got {row!r}")
+        rows.append({**row, "file": row.get("file") or row["url"].rsplit("/", 1)[-1]})
+    return tuple(rows)
+
+
+def too_small(entry: ModelEntry, input_size: Any) -> str | None:
+    """Why ``input_size`` ``(C, H, W)`` is below ``entry``'s minimum, naming it; None when it is not."""
+    minimum = entry.min_input_size
+    if minimum is None or (input_size[-2] >= minimum[0] and input_size[-1] >= minimum[1]):
+        return None
+    shown = str(minimum[0]) if minimum[0] == minimum[1] else f"{minimum[0]}x{minimum[1]}"
+    given = str(input_size[-2]) if input_size[-2] == input_size[-1] else f"{input_size[-2]}x{input_size[-1]}"
+    return f"model '{entry.name}' takes inputs of at least {shown} pixels, not {given}"
 
 
 def check_interval(interval: Any, source: str) -> str:

@@ -12,6 +12,7 @@ __all__ = [
     "RunError",
     "Interrupted",
     "UnknownNameError",
+    "AmbiguousNameError",
     "PluginError",
     "DuplicateNameError",
     "DEBUG_ENV",
@@ -60,6 +61,13 @@ class UnknownNameError(UsageError, KeyError):
         kinds = ("model", "optimizer", "dataset", "scheduler", "augmentation", "recipe")
         plural = f" {kind}s" if kind in kinds else ""
         super().__init__(f"unknown {kind} '{name}'{hint} (zoo list{plural})")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class AmbiguousNameError(UsageError, KeyError):
+    """A bare name that two third-party plugins register: only their qualified names reach them."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

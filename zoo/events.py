@@ -72,6 +72,8 @@ class StopControl:
         self._previous: dict[int, Any] = {}
         self._steps = 0
         self._kill = kill_at(voter.rank)  # tests: (step, signal) this process sends itself
+        # One process and no test hook: the vote is this process's own wish, a test a step.
+        self._alone = self._kill is None and getattr(voter, "distributed", True) is False
 
     def __enter__(self) -> StopControl:
         if threading.current_thread() is threading.main_thread():  # signal.signal's rule
@@ -99,6 +101,8 @@ class StopControl:
 
     def after_step(self) -> bool:
         """Called after every training step: whether every process agrees to stop now."""
+        if self._alone:
+            return self.signum is not None
         self._steps += 1
         if self._kill is not None and self._steps == self._kill[0]:
             # raise_signal runs the Python handler before it returns, so the signal counts for this step.

@@ -23,9 +23,15 @@ def register_models(register: Any) -> None:
     """Register model builders.
 
     :param register: ``register(name, builder, *, summary="", input_size=(3, 32, 32),
-        default_dataset=None)``. ``builder(num_classes: int)`` returns a ``torch.nn.Module``
-        whose output is ``(batch, num_classes)``; it may also be an import path
-        ``"package.module:function"`` resolved only when the model is built.
+        default_dataset=None, min_input_size=None, params=None, weights=None)``.
+        ``builder(num_classes: int)`` returns a ``torch.nn.Module`` whose output is
+        ``(batch, num_classes)``; it may also be an import path ``"package.module:function"``
+        resolved only when the model is built. A builder that also takes ``input_size`` (a
+        keyword) is given the ``(C, H, W)`` the run trains at (``zoo run --input-size``).
+        ``min_input_size``: the smallest ``(H, W)`` (or ``N``) the model takes, below which a
+        run is refused; ``params``: its parameter count at 1000 classes, listed without building
+        it; ``weights``: its pretrained weights, ``[{"name", "url", "file"}, ...]``, the default
+        first (``--weights imagenet`` takes it from the torch hub cache, hash-checked).
     """
 
 

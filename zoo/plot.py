@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import RunError, UsageError
-from zoo.runs import read_config, read_metrics
+from zoo.runs import read_config, read_metrics, sweep_trials
+from zoo.sweep_report import params_text
 
-__all__ = ["plot_runs", "default_output", "figure_size"]
+__all__ = ["plot_runs", "default_output", "figure_size", "expand_runs"]
 
 WIDTH_IN, HEIGHT_IN, DPI = 13.0, 5.0, 100
 LEGEND_ROW_IN = 0.3  # the run legend sits below the panels and grows a row at a time
@@ -71,12 +72,43 @@ def _load(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def expand_runs(run_dirs: Sequence[str | Path]) -> list[tuple[str | Path, str | None]]:
+    """The run directories to draw, each with its configuration when it is a sweep's trial: a
+    sweep's directory (``zoo sweep``'s ``sweep.json``) stands for its trials that have an epoch."""
+    out: list[tuple[str | Path, str | None]] = []
+    for run_dir in dict.fromkeys(run_dirs):  # a directory named twice is drawn once
+        path = Path(run_dir)
+        trials = None if (path / "metrics.jsonl").exists() else sweep_trials(path)
+        if trials is None:
+            out.append((run_dir, None))
+            continue
+        drawn = [(path / name, params_text(t.get("params") or {}))
+                 for name, t in sorted(trials.items()) if (path / name / "metrics.jsonl").exists()]  # fmt: skip
+        if not drawn:
+            raise UsageError(f"sweep '{run_dir}' has nothing to plot: no trial has finished an epoch yet")
+        out += drawn
+    return out
+
+
+def _group_label(runs: list[dict[str, Any]], group: str) -> str:
+    """A configuration's legend entry: its parameters, its trials and their best accuracy."""
+    members = [r for r in runs if r["group"] == group]
+    best = max((r["best"] for r in members if r["best"] is not None), default=None)
+    label = f"{group} ({len(members)} trial{'s' if len(members) > 1 else ''})"
+    return label + (f", best {best:.1%}" if best is not None else "")
+
+
 def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) -> Path:
     """Draw train/validation loss and validation accuracy per epoch of each run, overlaid,
     and write them to ``output`` (default: see ``default_output``) as a PNG."""
     if not run_dirs:
         raise UsageError("no run directory given (zoo plot RUN_DIR...)")
-    runs = [_load(d) for d in dict.fromkeys(run_dirs)]  # a directory named twice is drawn once
+    runs = []
+    for run_dir, configuration in expand_runs(run_dirs):
+        run = _load(run_dir)
+        run["group"] = configuration or run["label"]  # a sweep's trials are coloured by configuration
+        runs.append(run)
+    groups = list(dict.fromkeys(run["group"] for run in runs))
     output = Path(output) if output is not None else default_output(run_dirs)
     if output.suffix.lower() != ".png":
         raise UsageError(f"cannot write a PNG to '{output}': the file name must end in .png")
@@ -90,15 +122,15 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
     except ImportError:
         raise UsageError("zoo plot needs matplotlib: pip install 'tudui-zoo[plot]'") from None
 
-    width, height = figure_size(len(runs))
+    width, height = figure_size(len(groups))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     loss_ax, acc_ax = fig.subplots(1, 2)
     # tab10 holds ten distinct colours; beyond that tab20 keeps neighbours apart
-    palette = colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
+    palette = colormaps["tab10" if len(groups) <= 10 else "tab20"].colors
     handles = []
-    for i, run in enumerate(runs):
-        color = palette[i % len(palette)]
+    for run in runs:
+        color = palette[groups.index(run["group"]) % len(palette)]
         style = {"color": color, "marker": "o", "markersize": 3.5, "linewidth": 1.8}
         loss_ax.plot(run["epochs"], run["train_loss"], linestyle="-", **style)
         loss_ax.plot(run["epochs"], run["val_loss"], linestyle="--", **style)
@@ -117,7 +149,10 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
                 zorder=3,
                 clip_on=False,
             )  # a best at the top edge is still a whole star
-        handles.append(Line2D([], [], **style, label=run["label"]))
+        if run["group"] == run["label"]:
+            handles.append(Line2D([], [], **style, label=run["label"]))
+        elif run is next(r for r in runs if r["group"] == run["group"]):
+            handles.append(Line2D([], [], **style, label=_group_label(runs, run["group"])))
 
     loss_ax.set_title("Loss")
     loss_ax.set_ylabel("loss")
@@ -141,11 +176,14 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs only
         ax.grid(True, alpha=0.3)
     fig.suptitle(
-        f"Training curves: {runs[0]['title']}" if len(runs) == 1 else f"Training curves: {len(runs)} runs",
+        f"Training curves: {runs[0]['title']}"
+        if len(runs) == 1
+        else f"Training curves: {len(runs)} runs"
+        + (f", {len(groups)} configurations" if len(groups) < len(runs) else ""),
         fontsize=14,
         fontweight="bold",
     )
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(runs), LEGEND_COLUMNS), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), LEGEND_COLUMNS), frameon=False)
 
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

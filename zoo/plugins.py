@@ -5,13 +5,15 @@ registered and checked on its own, so one broken plugin is reported (``zoo: warn
 and marked ``failed`` while everything else keeps working. pluggy's own
 ``load_setuptools_entrypoints`` has no such isolation (one bad plugin kills the CLI).
 
-Two plugins taking one name (an entry-point name here, an entry's name in zoo.registry) is a
-warning too: the built-in keeps the name, else the plugin loaded first (built-ins load first,
-then the others by entry-point name).
+Two distributions with an entry point of one name is a warning too: the built-in keeps the
+plugin name, else the one loaded first (built-ins load first, then the others by entry-point
+name). Entries of one name from several plugins are zoo.registry's: a qualified name
+``PLUGIN/NAME`` reaches each.
 
 Environment:
   ``ZOO_LOAD_PLUGINS=a,b``  load only these third-party entry points (empty: none).
-  ``ZOO_STRICT_PLUGINS=1``   any plugin failure or name clash is fatal (exit 2), for plugin authors.
+  ``ZOO_STRICT_PLUGINS=1``   any plugin failure, plugin name taken twice or ambiguous entry name is
+                             fatal (exit 2), for plugin authors.
 """
 
 from __future__ import annotations

@@ -3,16 +3,23 @@ plugins and registry.yaml, and recipes (named bundles of run options) from regis
 
 Registering builds nothing: an entry holds a builder (a callable or an import path
 ``"package.module:function"``) that runs only when a model is asked for. Models, optimizers,
-datasets, schedulers and augmentations are separate namespaces. A name two plugins register in one of them is a warning
-naming both, once: the built-in's entry is kept (the built-in registry.yaml's too), else the
-first loaded plugin's, and every command keeps working (ZOO_STRICT_PLUGINS=1: exit 2). A name
-that a user's registry file takes again is an error naming both sources.
+datasets, schedulers and augmentations are separate namespaces.
+
+Names (docs/plugins.md, "Names and clashes"): every entry is reachable by its qualified name
+``PLUGIN/NAME`` (a registry file's entries: ``FILE/NAME``, the file's name, ``registry.yaml``
+for the built-in one). A bare NAME that several sources register goes to one of them by rank:
+the built-ins (plugins and registry.yaml) first, then the user's registry files, then the
+third-party plugins; the others are reached qualified only ("shadowed"). Two third-party
+plugins of the same rank leave the bare name to neither: using it is an AmbiguousNameError
+naming both qualified names (ZOO_STRICT_PLUGINS=1: fatal when the registry is built). A
+registry file that takes a name a built-in or another file holds is an error naming both.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import os
 import re
 import sys
@@ -31,11 +38,14 @@ from zoo.entries import (
     RecipeEntry,
     SchedulerEntry,
     check_interval,
+    check_min_size,
     check_name,
     check_size,
+    check_weights,
     resolve,
+    too_small,
 )
-from zoo.errors import DuplicateNameError, UnknownNameError, UsageError, ZooError, one_line
+from zoo.errors import AmbiguousNameError, DuplicateNameError, UnknownNameError, UsageError, ZooError, one_line
 from zoo.plugins import PluginHost, get_plugin_host
 from zoo.registry_file import read_registry_file
 
@@ -45,6 +55,7 @@ __all__ = [
     "reset_registry",
     "registry_files",
     "model_from_checkpoint",
+    "call_builder",
     "BUILTIN_REGISTRY",
 ]
 
@@ -52,6 +63,12 @@ __all__ = [
 def _natural_key(name: str) -> list[Any]:
     # vgg2 before vgg16, as timm's list_models sorts
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
+
+
+def qualifier(entry: Entry) -> str:
+    """What an entry's qualified name starts with: its plugin's name (the entry point's, as
+    ``zoo plugins`` shows it), or for a registry file's entry the file's name."""
+    return os.path.basename(entry.plugin) if getattr(entry, "source", None) else entry.plugin
 
 
 class Registry:
@@ -67,6 +84,10 @@ class Registry:
         self.host: PluginHost | None = None
         self.files: list[str] = []  # registry files layered in, in order
         self.builtin_files: set[str] = set()  # of those, the zoo's own (its entries are built-ins)
+        # kind -> "PLUGIN/NAME" -> entry: every entry, those that hold their bare name or not
+        self.qualified: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        # kind -> bare name -> the third-party entries that share it (no one holds it)
+        self.ambiguous: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
 
     # -- building the registry -----------------------------------------------------------------
 
@@ -81,12 +102,9 @@ class Registry:
         }[kind]
 
     def add(self, entry: Entry) -> None:
-        """Add one entry; a name already taken in its namespace is an error naming both."""
-        table = self.table(entry.kind)
-        other = table.get(entry.name)
-        if other is not None:
-            raise DuplicateNameError(f"{self._twice(other, entry)}; uninstall or rename one of them")
-        table[entry.name] = entry
+        """Add one entry (a registry file's): a name a built-in or another file holds in its
+        namespace is an error naming both; one that only third-party plugins hold is the file's."""
+        self._place(entry)
 
     def is_builtin(self, entry: Entry) -> bool:
         """Whether ``entry`` comes with the zoo: a built-in plugin's, or the built-in registry.yaml's."""
@@ -106,28 +124,64 @@ class Registry:
         return f"{first.kind} '{first.name}' is registered twice: by {self.origin(first)} and by {self.origin(second)}"
 
     def _clash(self, kept: Entry, ignored: Entry) -> None:
-        """Two plugins (or a plugin and the built-in registry.yaml) took one name: say so once
-        and carry on with ``kept`` (ZOO_STRICT_PLUGINS: stop, exit 2)."""
-        message = self._twice(kept, ignored)
-        if self.host is not None and self.host.strict:
+        """A plugin registered one name twice, or two built-in plugins did (bugs, not designed
+        clashes): say so once and carry on with ``kept`` (ZOO_STRICT_PLUGINS: stop, exit 2)."""
+        same = self.qualified_name(kept) == self.qualified_name(ignored)
+        if same:
+            message = f"{kept.kind} '{kept.name}' is registered twice by {self.origin(kept)}"
+        else:
+            message = self._twice(kept, ignored)
+        if self._strict():
             raise DuplicateNameError(f"{message} (ZOO_STRICT_PLUGINS is set)")
-        why = "the built-in one" if self.is_builtin(kept) else f"the one from {self.origin(kept)} (loaded first)"
-        warning = f"{message}; keeping {why}, {self.origin(ignored)} is ignored for this name"
+        if same:
+            warning = f"{message}; keeping the first"
+        else:
+            warning = f"{message}; keeping {self.origin(kept)}'s, the other is {self.qualified_name(ignored)}"
         if self.host is not None:
             self.host.warn_once(warning)
         else:
             print(f"zoo: warning: {warning}", file=sys.stderr)
 
+    def _strict(self) -> bool:
+        return self.host is not None and self.host.strict
+
+    def _rank(self, entry: Entry) -> int:
+        """Who keeps a bare name several sources register, lowest first: 0 the built-ins (plugins
+        and registry.yaml), 1 the user's registry files, 2 the third-party plugins."""
+        if self.is_builtin(entry):
+            return 0
+        return 1 if getattr(entry, "source", None) else 2
+
+    def _place(self, entry: Entry) -> None:
+        """File ``entry`` under its qualified name, and under its bare name when it ranks first
+        among those registering it (:meth:`_rank`); see the module's docstring."""
+        kind, name, qualified = entry.kind, entry.name, self.qualified_name(entry)
+        everyone, table = self.qualified[kind], self.table(kind)
+        holder = table.get(name)
+        others = [holder] if holder is not None else self.ambiguous[kind].get(name, [])
+        rank = self._rank(entry)
+        best = min((self._rank(o) for o in others), default=3)
+        if getattr(entry, "source", None) and best <= 1:  # a file redefining a built-in's or a file's
+            raise DuplicateNameError(f"{self._twice(others[0], entry)}; uninstall or rename one of them")
+        if qualified in everyone:  # one plugin registering a name twice
+            self._clash(everyone[qualified], entry)
+            return
+        everyone[qualified] = entry
+        if rank < best:
+            table[name] = entry
+            self.ambiguous[kind].pop(name, None)
+        elif rank == best == 2:  # two third-party plugins: the bare name is neither's
+            if self._strict():
+                ambiguity = self._ambiguity(kind, name, [*others, entry])
+                raise DuplicateNameError(f"{self._twice(others[0], entry)} (ZOO_STRICT_PLUGINS is set): {ambiguity}")
+            table.pop(name, None)
+            self.ambiguous[kind][name] = [*others, entry]
+        elif rank == best:  # two built-in plugins: the zoo's own bug
+            self._clash(others[0], entry)
+
     def _add_registered(self, entry: Entry) -> None:
-        """A plugin's entry: a name already taken stays with its first holder (the built-ins,
-        their registry.yaml included, are all in before any other plugin registers), and the
-        clash is a warning; a registry file goes through :meth:`add`, where it is an error."""
-        table = self.table(entry.kind)
-        other = table.get(entry.name)
-        if other is None:
-            table[entry.name] = entry
-        else:
-            self._clash(other, entry)
+        """A plugin's entry (see :meth:`_place`)."""
+        self._place(entry)
 
     def collect_plugins(self, host: PluginHost, builtin: bool | None = None) -> None:
         """Ask every loaded plugin (``builtin``: only the built-ins, or only the others) to
@@ -157,20 +211,58 @@ class Registry:
         display = display or str(path)
         if builtin:
             self.builtin_files.add(display)
+        models, optimizers, schedulers = (_Names(self, kind) for kind in ("model", "optimizer", "scheduler"))
         for entry in read_registry_file(
-            Path(path), display, models=self.models, optimizers=self.optimizers, schedulers=self.schedulers
+            Path(path), display, models=models, optimizers=optimizers, schedulers=schedulers
         ):
             self.add(entry)
         self.files.append(display)
 
     # -- lookups ----------------------------------------------------------------------------------
 
-    def get(self, kind: str, name: str) -> Any:
+    def qualified_name(self, entry: Entry) -> str:
+        """``PLUGIN/NAME``: the name that reaches ``entry`` whoever else registers its NAME."""
+        return f"{qualifier(entry)}/{entry.name}"
+
+    def shown_name(self, entry: Entry) -> str:
+        """The name ``zoo list`` shows ``entry`` by: NAME when that reaches it, else ``PLUGIN/NAME``."""
+        return entry.name if self.table(entry.kind).get(entry.name) is entry else self.qualified_name(entry)
+
+    def lookup(self, kind: str, name: str) -> Any:
+        """The entry a bare or qualified name reaches, or None (unknown, or ambiguous)."""
+        entry = self.table(kind).get(name)
+        if entry is None and "/" in name:
+            entry = self.qualified[kind].get(name)
+        return entry
+
+    def _ambiguity(self, kind: str, name: str, entries: list[Entry]) -> str:
+        plugins = " and ".join(f"'{e.plugin}'" for e in entries)
+        names = " or ".join(self.qualified_name(e) for e in entries)
+        return (
+            f"{kind} '{name}' is ambiguous: plugins {plugins} {'both' if len(entries) == 2 else 'all'} "
+            f"register it; name one of them: {names}"
+        )
+
+    def _candidates(self, kind: str, name: str) -> list[str]:
+        """What an unknown ``name`` may have meant: every qualified name for a qualified one, else
+        the bare names and the qualified names of the entries no bare name reaches."""
+        everyone = self.qualified[kind]
+        if "/" in name:
+            return list(everyone)
         table = self.table(kind)
-        try:
-            return table[name]
-        except KeyError:
-            raise UnknownNameError(kind, name, table) from None
+        return [*table, *(q for q, e in everyone.items() if table.get(e.name) is not e)]
+
+    def get(self, kind: str, name: str) -> Any:
+        """The entry ``name`` (bare or ``PLUGIN/NAME``) reaches; an ambiguous bare name is an
+        AmbiguousNameError naming each qualified name, an unknown one an UnknownNameError with
+        the closest name (qualified names too)."""
+        entry = self.lookup(kind, name)
+        if entry is not None:
+            return entry
+        contenders = self.ambiguous[kind].get(name)
+        if contenders:
+            raise AmbiguousNameError(self._ambiguity(kind, name, contenders))
+        raise UnknownNameError(kind, name, self._candidates(kind, name))
 
     def model(self, name: str) -> ModelEntry:
         return self.get("model", name)
@@ -199,33 +291,54 @@ class Registry:
         wanted = [("optimizer", options.get("optimizer")), ("scheduler", options.get("sched"))]
         wanted += [("augmentation", spec.partition(":")[0].strip()) for spec in options.get("augment", ())]
         for kind, wanted_name in wanted:
-            if wanted_name is not None and wanted_name not in self.table(kind):
-                raise UsageError(
-                    f"recipe '{name}' ({entry.source}): {UnknownNameError(kind, wanted_name, self.table(kind))}"
-                )
+            if wanted_name is not None and self.lookup(kind, wanted_name) is None:
+                try:
+                    self.get(kind, wanted_name)
+                except UsageError as exc:
+                    raise UsageError(f"recipe '{name}' ({entry.source}): {exc}") from None
         return options
 
     def find(self, name: str) -> list[Entry]:
         """Entries of any kind under ``name`` (a name may exist in several namespaces).
 
         An unknown name is reported as :meth:`get` reports it, for the kind of the closest
-        name there is ("unknown model 'vgg61'; did you mean 'vgg16'? (zoo list models)")."""
-        found = [self.table(kind)[name] for kind in KINDS if name in self.table(kind)]
+        name there is ("unknown model 'vgg-16'; did you mean 'vgg16'? (zoo list models)")."""
+        found = [entry for entry in (self.lookup(kind, name) for kind in KINDS) if entry is not None]
         if not found:
-            kind_of = {n: kind for kind in reversed(KINDS) for n in self.table(kind)}  # a model first
+            for kind in KINDS:
+                if name in self.ambiguous[kind]:
+                    raise AmbiguousNameError(self._ambiguity(kind, name, self.ambiguous[kind][name]))
+            kind_of = {n: kind for kind in reversed(KINDS) for n in self._candidates(kind, name)}  # a model first
             close = difflib.get_close_matches(name, sorted(kind_of), n=1, cutoff=0.5)  # UnknownNameError's
             if close:
                 kind = kind_of[close[0]]
-                raise UnknownNameError(kind, name, self.table(kind))
+                raise UnknownNameError(kind, name, self._candidates(kind, name))
             raise UnknownNameError(f"{', '.join(KINDS[:-1])} or {KINDS[-1]}", name, ())
         return found
 
     def entries(self, kind: str | None = None, pattern: str | None = None) -> Iterator[Entry]:
-        """Entries by kind then natural name order, optionally filtered by a glob."""
+        """Every entry (those shadowed or ambiguous too: :meth:`shown_name` says how to reach
+        each), by kind then natural name order, the holder of a bare name first among those that
+        share it. ``pattern``: a glob over the qualified names when it holds a ``/``
+        (``'timm/*'``), else over the names."""
+        qualified = pattern is not None and "/" in pattern
         for k in [kind] if kind else list(KINDS):
-            for name in sorted(self.table(k), key=_natural_key):
-                if pattern is None or fnmatch.fnmatchcase(name, pattern):
-                    yield self.table(k)[name]
+            table = self.table(k)
+            everyone = dict(self.qualified[k])
+            everyone.update((self.qualified_name(e), e) for e in table.values())  # an entry set in table wins
+            chosen = [
+                (q, e)
+                for q, e in everyone.items()
+                if pattern is None or fnmatch.fnmatchcase(q if qualified else e.name, pattern)
+            ]
+            chosen.sort(key=lambda qe: (_natural_key(qe[1].name), table.get(qe[1].name) is not qe[1], qe[0]))
+            for _q, entry in chosen:
+                yield entry
+
+    def names(self, kind: str, pattern: str | None = None) -> list[str]:
+        """The names :meth:`entries` lists, each as :meth:`shown_name` gives it (the Python API's
+        ``zoo.list_models``)."""
+        return [self.shown_name(e) for e in self.entries(kind, pattern)]
 
     # -- using entries (these import torch) -------------------------------------------------------
 
@@ -236,18 +349,21 @@ class Registry:
         *,
         before_edits: Callable[[Any], None] | None = None,
         check: bool = True,
+        input_size: tuple[int, ...] | None = None,
     ) -> Any:
         """Build a model: the base builder, then ``before_edits`` (base weights), then the edits,
-        then a dry forward pass that proves the output is ``(batch, num_classes)``."""
+        then a dry forward pass on ``input_size`` (default: the entry's) that proves the output
+        is ``(batch, num_classes)``."""
         entry = self.model(name)
         base = self.model(entry.base) if entry.base else entry
         builder = resolve(base.builder, f"model '{base.name}' (plugin '{base.plugin}')")
-        model = builder(entry.base_classes or num_classes)
+        size = tuple(input_size) if input_size is not None else entry.input_size
+        model = call_builder(builder, entry.base_classes or num_classes, size)
         if before_edits is not None:
             before_edits(model)
         model, touched = apply_edits(model, entry.edits, num_classes, where=entry.source or name)
         if check:
-            check_model(model, entry, num_classes, touched)
+            check_model(model, entry, num_classes, touched, input_size=size)
         return model
 
     def make_optimizer(self, name: str, params: Any, hparams: dict[str, Any] | None = None) -> Any:
@@ -284,6 +400,35 @@ class Registry:
             ) from exc
 
 
+class _Names(Mapping[str, Any]):
+    """One kind's entries by bare or qualified name: what a registry file's ``base:`` may say."""
+
+    def __init__(self, registry: Registry, kind: str):
+        self.registry, self.kind = registry, kind
+
+    def __getitem__(self, name: str) -> Any:
+        entry = self.registry.lookup(self.kind, name)
+        if entry is None:
+            raise KeyError(name)
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.registry._candidates(self.kind, ""))
+
+    def __len__(self) -> int:
+        return len(self.registry._candidates(self.kind, ""))
+
+
+def call_builder(builder: Any, num_classes: int, input_size: tuple[int, ...]) -> Any:
+    """``builder(num_classes)``; with ``input_size=`` too when its signature takes it (a model
+    whose constructor depends on the input size, such as torchvision's ViTs)."""
+    try:
+        takes_size = "input_size" in inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # a builtin or a class without an inspectable signature
+        takes_size = False
+    return builder(num_classes, input_size=tuple(input_size)) if takes_size else builder(num_classes)
+
+
 class _Registrar:
     """The ``register`` callable handed to a plugin's hook: validates, then stages entries."""
 
@@ -303,14 +448,24 @@ class _ModelRegistrar(_Registrar):
         summary: str = "",
         input_size: Any = (3, 32, 32),
         default_dataset: str | None = None,
+        min_input_size: Any = None,
+        params: int | None = None,
+        weights: Any = None,
     ) -> None:
         where = self.where("model", name)
         check_name(name, "model", where)
         if not (callable(builder) or isinstance(builder, str)):
             raise TypeError(f"{where}: builder must be callable or 'module:function', got {builder!r}")
-        self.staged.append(
-            ModelEntry(name, self.plugin, builder, summary, check_size(input_size, where), default_dataset)
-        )
+        if params is not None and (not isinstance(params, int) or isinstance(params, bool) or params < 0):
+            raise TypeError(f"{where}: params must be a parameter count (an int), got {params!r}")
+        size = check_size(input_size, where)
+        minimum = check_min_size(min_input_size, where)
+        entry = ModelEntry(name, self.plugin, builder, summary, size, default_dataset, min_input_size=minimum,
+                           params=params, weights=check_weights(weights, where))  # fmt: skip
+        problem = too_small(entry, size)
+        if problem:
+            raise TypeError(f"{where}: input_size {size} is below its min_input_size: {problem}")
+        self.staged.append(entry)
 
 
 class _OptimizerRegistrar(_Registrar):
@@ -415,6 +570,17 @@ def reset_registry() -> None:
     _registry, _registry_key = None, None
 
 
+def _recorded_model(registry: Registry, name: str, plugin: str | None) -> ModelEntry | None:
+    """The model a checkpoint names: by its qualified name; a bare name (checkpoints written
+    before qualified names) as ``plugin``, the plugin that made it, registers it, else as the
+    registry resolves the bare name now."""
+    if "/" not in name and plugin:
+        entry = registry.qualified["model"].get(f"{plugin}/{name}")
+        if entry is not None:
+            return entry
+    return registry.lookup("model", name)
+
+
 def model_from_checkpoint(
     checkpoint: Mapping[str, Any], *, source: str = "checkpoint", registry: Registry | None = None
 ) -> Any:
@@ -432,15 +598,17 @@ def model_from_checkpoint(
     name, num_classes = spec["model"], int(spec["num_classes"])
     base = spec.get("base")
     recorded = spec.get("edits") or []
-    entry = registry.models.get(name)
+    size = tuple(spec["input_size"]) if spec.get("input_size") else None  # what it trained at
+    entry = _recorded_model(registry, name, spec.get("plugin"))
     same = entry is not None and [e.as_json() for e in entry.edits] == [dict(e) for e in recorded]
+    base_entry = _recorded_model(registry, base, spec.get("plugin")) if base else None
     if entry is not None and (same or not base):
-        model = registry.build_model(name, num_classes, check=False)
-    elif base and base in registry.models:
-        base_entry = registry.models[base]
+        model = registry.build_model(registry.qualified_name(entry), num_classes, check=False, input_size=size)
+    elif base_entry is not None:
         builder = resolve(base_entry.builder, f"model '{base}' (plugin '{base_entry.plugin}')")
         edits = tuple(edit_from_json(e, f"{source} (edits of '{name}')") for e in recorded)
-        model, _ = apply_edits(builder(spec.get("base_classes") or num_classes), edits, num_classes, where=source)
+        built = call_builder(builder, spec.get("base_classes") or num_classes, size or base_entry.input_size)
+        model, _ = apply_edits(built, edits, num_classes, where=source)
     else:
         missing = base if base else name
         plugin = spec.get("plugin")
@@ -449,5 +617,6 @@ def model_from_checkpoint(
     # --ema: the averaged weights are the run's result (validated each epoch, chosen for best.pt).
     averaged = checkpoint.get("ema")
     weights = averaged["model"] if isinstance(averaged, Mapping) and "model" in averaged else checkpoint["model"]
-    load_state_dict_strict(model, weights, source=str(source), target=f"model '{name}'")
+    shown = registry.shown_name(entry) if entry is not None else name  # as the user knows it
+    load_state_dict_strict(model, weights, source=str(source), target=f"model '{shown}'")
     return model

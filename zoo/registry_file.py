@@ -49,6 +49,7 @@ from zoo.entries import (
     check_interval,
     check_name,
     check_size,
+    too_small,
 )
 from zoo.errors import UnknownNameError, UsageError
 
@@ -201,7 +202,7 @@ def _model_variant(name: Any, raw: Any, where: str, display: str, models: Mappin
     summary = raw.get("summary", "")
     if not isinstance(summary, str):
         raise UsageError(f"{where}: summary must be text")
-    return ModelEntry(
+    entry = ModelEntry(
         name=name,
         plugin=display,
         builder=base.builder,
@@ -212,7 +213,13 @@ def _model_variant(name: Any, raw: Any, where: str, display: str, models: Mappin
         edits=edits,
         base_classes=base_classes,
         source=where,
+        min_input_size=base.min_input_size,  # the base's: edits to the head do not change it
+        weights=base.weights,  # --weights imagenet loads the base's, before the edits
     )
+    problem = too_small(entry, entry.input_size)
+    if problem:
+        raise UsageError(f"{where}: input_size {list(entry.input_size)} of model '{name}' is too small: {problem}")
+    return entry
 
 
 def _preset(

@@ -14,7 +14,7 @@ __all__ = ["check_resume", "changed_hparams", "resumed_config", "RESUMED_OPTIONS
 
 # What a resumed run takes from its own config.yaml unless the command line names it again.
 RESUMED_OPTIONS = (
-    *("data", "data_dir", "batch_size", "limit_train", "limit_val", "seed", "skip_bad_images"),
+    *("data", "data_dir", "batch_size", "limit_train", "limit_val", "seed", "skip_bad_images", "input_size"),
     # the recipe
     *("sched", "sched_opts", "sched_interval", "augment", "ema", "label_smoothing", "clip_grad_norm", "accumulate"),
     *("patience", "recipe"),
@@ -51,10 +51,29 @@ def _check_global_batch(spec: Mapping[str, Any], config: RunConfig, path: Path, 
     )
 
 
-def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str, path: Path, world: int = 1) -> None:
+def _same_entry(recorded: Any, qualified: str) -> bool:
+    """Whether a checkpoint's model or optimizer name is the entry ``qualified`` (PLUGIN/NAME)
+    names: checkpoints record qualified names, those written before them the bare NAME."""
+    if not isinstance(recorded, str):
+        return False
+    return recorded == qualified or ("/" not in recorded and recorded == qualified.rpartition("/")[2])
+
+
+def check_resume(
+    checkpoint: Mapping[str, Any],
+    config: RunConfig,
+    dataset: str,
+    path: Path,
+    world: int = 1,
+    names: Mapping[str, str] | None = None,
+) -> None:
     """A resumed run must be the same run: same model, optimizer, data and batches, and
-    ``--epochs`` no fewer than it has trained."""
-    spec = checkpoint["spec"]
+    ``--epochs`` no fewer than it has trained. ``names``: the qualified names of this run's model
+    and optimizer, compared with those the checkpoint records."""
+    spec = dict(checkpoint["spec"])
+    for key, qualified in (names or {}).items():
+        if _same_entry(spec.get(key), qualified):
+            spec[key] = getattr(config, key)  # the same entry, whichever name reached it
     ours = {
         "model": config.model,
         "optimizer": config.optimizer,
@@ -76,6 +95,13 @@ def check_resume(checkpoint: Mapping[str, Any], config: RunConfig, dataset: str,
                 f"cannot resume {path}: it was trained with {flag} {spec[key]}, not {value}; "
                 f"resume with the same {flag}, or start a new run with another --out"
             )
+    size = spec.get("input_size")
+    if config.input_size is not None and size and list(size[1:]) != [config.input_size] * 2:
+        raise UsageError(
+            f"cannot resume {path}: it was trained at {size[1]}x{size[2]} pixels, not --input-size "
+            f"{config.input_size}; resume without --input-size (or with --input-size {size[1]}), or start a new "
+            f"run with another --out"
+        )
     planned = spec.get("sched_epochs")
     if planned is not None and config.sched is not None and config.epochs != planned:
         # The schedule's length (T_max, total_steps, ...) was filled in from --epochs and comes

@@ -50,7 +50,9 @@ def resume_error(out: Path | None) -> UsageError | None:
 
 
 def default_run_dir(model: str, optimizer: str) -> Iterator[Path]:
-    """Candidate names ``runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>[-N]``, in the order to try them."""
+    """Candidate names ``runs/<model>-<optimizer>-<YYYYmmdd-HHMMSS>[-N]``, in the order to try them
+    (a qualified name's ``/`` becomes ``-``: ``timm/resnet18`` runs in ``runs/timm-resnet18-...``)."""
+    model, optimizer = model.replace("/", "-"), optimizer.replace("/", "-")
     base = Path("runs") / f"{model}-{optimizer}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     yield base
     yield from (base.with_name(f"{base.name}-{i}") for i in range(2, 100))

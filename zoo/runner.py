@@ -15,7 +15,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +32,6 @@ from zoo.checkpoint import (
     make_checkpoint,
     provenance,
     restore_rng,
-    safe_load,
-    state_dict_from,
 )
 from zoo.config import RunConfig, check_config, default_data_dir
 from zoo.console import Console
@@ -50,6 +48,8 @@ from zoo.data import (
 )
 from zoo.ddp import Dist, setup
 from zoo.devices import bf16_problem, resolve_device
+from zoo.eager import eager_step, without_dynamo
+from zoo.entries import too_small
 from zoo.errors import Interrupted, RunError, UsageError, ZooError, one_line
 from zoo.events import RunEvents, StopControl
 from zoo.extras import Extras, build_extras
@@ -62,6 +62,7 @@ from zoo.resume import changed_hparams, check_resume, resumed_config
 from zoo.rundir import RunDir, exists_error
 from zoo.runs import read_config
 from zoo.steps import accumulation_step, evaluate, first_nonfinite, train_step
+from zoo.weights import base_weights
 
 __all__ = [
     "RunConfig",
@@ -182,7 +183,15 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     :class:`RunError` (NaN loss, I/O, exit 1) or :class:`Interrupted` (exit 130/143).
     """
     check_config(config)
-    job = prepare(config, progress_stream)  # refuses what it can before writing anything
+    # Eager (no --compile): the optimizer is built, stepped and saved without importing
+    # torch._dynamo, 2 s and 150 MiB that nothing here would use (zoo/eager.py).
+    with without_dynamo(not config.compile):
+        job = prepare(config, progress_stream)  # refuses what it can before writing anything
+        return train(job)
+
+
+def train(job: Job) -> dict[str, Any]:
+    """The prepared run's epochs: train, validate, record and checkpoint each; the summary."""
     stop = StopControl(job.dist)
     with job.events.plugin(job.console, "console"), outcome(job, stop), stop:
         job.events.emit("on_run_start", run=job.run)
@@ -307,27 +316,31 @@ def train_epoch(job: Job, epoch: int, stop: StopControl, *, since: float) -> flo
     bar = job.console.progress_bar(epoch, job.config.epochs, steps, first_step) if job.console else None
     started = time.perf_counter()
     step = checked = first_step  # a stopped epoch's losses were checked before it was saved
-    extras, stepped = job.extras, True
+    # The step's parts, looked up once: the loop's own work is a few tests a step (issue 16).
+    extras, stepped, check_every, after_step = job.extras, True, CHECK_EVERY, stop.after_step
+    augment, channels_last, whole, per_step = extras.augment, job.channels_last, extras.accumulate == 1, extras.per_step
+    forward, optimizer, criterion, amp_dtype, clip = (job.forward, job.run.optimizer, job.train_criterion,
+                                                      job.amp_dtype, extras.clip_grad_norm)  # fmt: skip
     try:
         for step, (inputs, targets) in enumerate(batches, start=first_step + 1):
-            if extras.augment is not None:
+            if augment is not None:
                 inputs = extras.augmented(inputs)
-            if job.channels_last:
+            if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            if extras.accumulate == 1:
-                losses.append(train_step(job.forward, job.run.optimizer, job.train_criterion, inputs, targets,
-                                         amp_dtype=job.amp_dtype, clip_grad_norm=extras.clip_grad_norm))  # fmt: skip
+            if whole:
+                losses.append(train_step(forward, optimizer, criterion, inputs, targets, amp_dtype=amp_dtype,
+                                         clip_grad_norm=clip))  # fmt: skip
             else:
                 stepped = _accumulate(job, inputs, targets, step, steps, losses)
-            if stepped and extras.per_step:
+            if per_step and stepped:
                 extras.after_optimizer_step()  # the EMA follows, a per-step schedule steps
-            if step % CHECK_EVERY == 0:
+            if step % check_every == 0:
                 _check_finite(job, losses, checked, epoch)
                 checked = step
             if bar is not None:
                 bar.update(1)
             # Stop only after a whole optimizer step (an accumulated one: after its last batch).
-            if stop.after_step() and step < steps and stepped:
+            if after_step() and step < steps and stepped:
                 break
     finally:
         if bar is not None:
@@ -449,6 +462,7 @@ class _Plan:
     dist: Dist
     console: Console | None
     amp_dtype: torch.dtype | None
+    input_size: tuple[int, ...] = ()  # (C, H, W) the run trains at: --input-size, else the model's
 
 
 def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
@@ -456,11 +470,18 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     names and options, the run to resume, data, model, optimizer and recipe; then the run directory."""
     plan = _plan(config, progress_stream)
     config, dist = plan.config, plan.dist
-    run_dir, checkpoint = _resume_point(config, dist, plan.dataset)
-    before_edits = _base_weights(config, plan.model_entry) if checkpoint is None else None
-    data = _load_data(config, plan.registry, plan.dataset, plan.model_entry.input_size, dist.world)
+    run_dir, checkpoint = _resume_point(config, dist, plan.dataset, _qualified_names(plan.registry, config))
+    if checkpoint is not None and config.input_size is None:  # the size it trained at (older runs: no --input-size)
+        plan.input_size = tuple(checkpoint["spec"].get("input_size") or plan.input_size)
+    before_edits = (
+        base_weights(config.weights, plan.model_entry, download=config.download, trust=config.trust)
+        if checkpoint is None
+        else None
+    )
+    data = _load_data(config, plan.registry, plan.dataset, plan.input_size, dist.world)
     generator = _seed_everything(config.seed)  # the same command twice gives the same weights
-    model = plan.registry.build_model(config.model, data.num_classes, before_edits=before_edits)
+    model = plan.registry.build_model(config.model, data.num_classes, before_edits=before_edits,
+                                      input_size=plan.input_size)  # fmt: skip
     state_bytes = preflight(model, config.optimizer, plan.factory, plan.hparams, dist.device).optimizer_state
     model.to(dist.device)
     optimizer = _make_optimizer(plan.registry, config, model, plan.hparams)
@@ -479,7 +500,8 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
                           rank=dist.rank)  # fmt: skip
     if run_dir is None:
         run_dir = dist.new_run_dir(lambda: RunDir.create(config.out, config.model, config.optimizer))
-    spec = _spec(config, plan.registry, plan.model_entry, plan.dataset, data, plan.hparams, checkpoint, dist.world)
+    spec = _spec(config, plan.registry, plan.model_entry, plan.dataset, data, plan.hparams, checkpoint, dist.world,
+                 input_size=plan.input_size)  # fmt: skip
     spec.update(_recipe_spec(config, extras))
     progress = Progress.from_metrics(checkpoint["metrics"]) if checkpoint is not None else Progress()
     run = Run(run_dir.path, config, model, optimizer, progress.epoch, dist.device, spec, progress, plan.dataset,
@@ -513,14 +535,31 @@ def _plan(config: RunConfig, progress_stream: TextIO | None) -> _Plan:
     hparams = parse_hparams(config.optimizer, factory, optimizer_entry.defaults, lr=config.lr, opts=config.opts)
     cuda_numerics(dist.device, deterministic=config.deterministic)
     amp_dtype = _amp_dtype(config, dist.device, console)
-    return _Plan(config, registry, model_entry, dataset, factory, hparams, dist, console, amp_dtype)
+    input_size = _input_size(model_entry, config.input_size)
+    return _Plan(config, registry, model_entry, dataset, factory, hparams, dist, console, amp_dtype, input_size)
+
+
+def _input_size(entry: Any, size: int | None) -> tuple[int, ...]:
+    """The ``(C, H, W)`` a run trains at: ``--input-size N`` as ``(C, N, N)``, else the model's
+    own. A size below the model's minimum is refused here, before anything is read or written."""
+    if size is None:
+        return tuple(entry.input_size)
+    wanted = (entry.input_size[0], size, size)
+    problem = too_small(entry, wanted)
+    if problem:
+        least = entry.min_input_size
+        raise UsageError(
+            f"--input-size {size}: {problem}; pass --input-size {max(least)} or more, or leave it out to train "
+            f"at its own {entry.input_size[1]}x{entry.input_size[2]}"
+        )
+    return wanted
 
 
 def _batches(plan: _Plan, data: _Data, generator: torch.Generator, model: nn.Module,
              state_bytes: int | None) -> tuple[Any, Any]:  # fmt: skip
     """The training batches (shuffled by ``generator``) and the validation batches. Distributed:
     each rank iterates its own shard of every (global) batch and of the validation set."""
-    config, dist, input_size = plan.config, plan.dist, plan.model_entry.input_size
+    config, dist, input_size = plan.config, plan.dist, plan.input_size
     batches = dict(device=dist.device, input_size=input_size, workers=config.workers, rank=dist.rank, world=dist.world)
     train_batches = iterate_batches(data.train, config.batch_size, shuffle=True, generator=generator, **batches)
     largest = max(config.batch_size, VAL_BATCH_SIZE)
@@ -568,7 +607,17 @@ def _saved_config(out: str | None) -> dict[str, Any]:
         return {}
 
 
-def _resume_point(config: RunConfig, dist: Dist, dataset: str) -> tuple[RunDir | None, dict[str, Any] | None]:
+def _qualified_names(registry: Registry, config: RunConfig) -> dict[str, str]:
+    """The qualified names (PLUGIN/NAME) of the run's model and optimizer: what checkpoints record."""
+    return {
+        "model": registry.qualified_name(registry.model(config.model)),
+        "optimizer": registry.qualified_name(registry.optimizer(config.optimizer)),
+    }
+
+
+def _resume_point(
+    config: RunConfig, dist: Dist, dataset: str, names: dict[str, str]
+) -> tuple[RunDir | None, dict[str, Any] | None]:
     """With ``--resume``: the run directory and its ``last.pt`` (None: killed before its first),
     checked to continue the same run. Without: None, None (the directory is created later)."""
     if not config.resume:
@@ -580,7 +629,7 @@ def _resume_point(config: RunConfig, dist: Dist, dataset: str) -> tuple[RunDir |
     if not run_dir.last.exists():
         return run_dir, None
     checkpoint = load_checkpoint(run_dir.last, trust=config.trust)
-    check_resume(checkpoint, config, dataset, run_dir.last, world=dist.world)
+    check_resume(checkpoint, config, dataset, run_dir.last, world=dist.world, names=names)
     return run_dir, checkpoint
 
 
@@ -710,13 +759,16 @@ def _make_optimizer(
 ) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     try:
-        return registry.make_optimizer(config.optimizer, params, hparams)
+        optimizer = registry.make_optimizer(config.optimizer, params, hparams)
     except ZooError:
         raise
     except Exception as exc:
         raise UsageError(
             f"optimizer '{config.optimizer}' cannot train model '{config.model}': {one_line(exc)}"
         ) from exc
+    if not config.compile:
+        eager_step(optimizer)  # its step imports no torch._dynamo either
+    return optimizer
 
 
 def _spec(
@@ -728,6 +780,8 @@ def _spec(
     hparams: dict[str, Any],
     checkpoint: dict[str, Any] | None,
     world: int,
+    *,
+    input_size: tuple[int, ...],
 ) -> dict[str, Any]:
     """What every checkpoint records to rebuild and continue the run (CONTRACT.md's ``spec``).
 
@@ -740,18 +794,17 @@ def _spec(
         run_hparams = {**saved, **changed_hparams(saved, run_hparams, config)}
     base_entry = registry.model(entry.base) if entry.base else entry
     return {
-        "model": config.model,
-        "optimizer": config.optimizer,
+        **_qualified_names(registry, config),  # PLUGIN/NAME: the same entries whatever is installed later
         "hparams": run_hparams,
         "dataset": dataset,
         "num_classes": data.num_classes,
         "classes": data.classes,
-        "input_size": list(entry.input_size),
+        "input_size": list(input_size),
         "data_input_size": list(data.size),
         "data_dir": data.data_dir,
         "mean": list(data.mean),
         "std": list(data.std),
-        "base": entry.base,
+        "base": registry.qualified_name(base_entry) if entry.base else None,
         "base_classes": entry.base_classes,
         "edits": [edit.as_json() for edit in entry.edits],
         "plugin": base_entry.plugin,
@@ -840,59 +893,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
-
-
-def _imagenet_weights(base: str, download: bool) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``base`` from the torch hub cache (``$TORCH_HOME``);
-    fetched only with ``--download``."""
-    import torchvision
-
-    try:
-        weights = torchvision.models.get_model_weights(base).DEFAULT
-    except (ValueError, KeyError):
-        raise UsageError(
-            f"--weights imagenet: torchvision has no pretrained weights for model '{base}'; "
-            f"pass a state_dict file with --weights PATH instead"
-        ) from None
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    path = cache / os.path.basename(weights.url)
-    if path.exists():
-        return state_dict_from(safe_load(path, what="weights file"), str(path))
-    if not download:
-        raise UsageError(
-            f"--weights imagenet: {weights} is not in the torch hub cache: expected {path}; "
-            f"download {weights.url} to that path (the cache is $TORCH_HOME/hub, "
-            f"TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), or add --download"
-        )
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            weights.url, model_dir=str(cache), map_location="cpu", check_hash=True, weights_only=True
-        )
-    except Exception as exc:
-        raise UsageError(
-            f"--weights imagenet: could not download {weights.url} to {path}: {exc}; put the file there by hand"
-        ) from exc
-    return state_dict_from(state, weights.url)
-
-
-def _base_weights(config: RunConfig, entry: Any) -> Callable[[nn.Module], None] | None:
-    """The ``before_edits`` callback that loads ``--weights`` into the base model, or None.
-
-    The file is read (and refused, if unsafe) here, before anything is built.
-    """
-    if not config.weights:
-        return None
-    base = entry.base or entry.name
-    if config.weights == "imagenet":
-        state, source = _imagenet_weights(base, config.download), f"ImageNet weights of {base}"
-    else:
-        source = config.weights
-        state = state_dict_from(safe_load(source, trust=config.trust, what="weights file"), f"--weights {source}")
-
-    def load(model: nn.Module) -> None:
-        load_state_dict_strict(model, state, source=f"--weights {source}", target=f"base model '{base}'")
-
-    return load
 
 
 def _require_tensorboard() -> None:

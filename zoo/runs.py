@@ -29,6 +29,8 @@ __all__ = [
     "read_status",
     "run_row",
     "list_runs",
+    "sweep_trials",
+    "SWEEP_FILE",
 ]
 
 # Any of these marks a directory as a run directory, even a broken one.
@@ -236,9 +238,28 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     return row
 
 
+SWEEP_FILE = "sweep.json"  # what zoo sweep writes in its directory, beside the trial-NNNN run directories
+
+
+def sweep_trials(sweep_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """A sweep directory's trials by run directory name (``trial-0003``), from its ``sweep.json``:
+    ``{"number", "state", "params", "seed", "value"}``; None when ``sweep_dir`` is no sweep's."""
+    try:
+        sweep = json.loads((Path(sweep_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
+        trials = sweep["trials"]
+        return {
+            Path(t["run_dir"]).name: {k: t.get(k) for k in ("number", "state", "params", "seed", "value")}
+            for t in trials
+            if t.get("run_dir")
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
     """Every run directory directly under ``root`` (or ``root`` itself when it is one),
-    oldest first, as ``zoo runs --json`` rows."""
+    oldest first, as ``zoo runs --json`` rows. In a sweep's directory each row also has
+    ``"sweep"``: its trial's number, state (``pruned``, ...), parameters, seed and value."""
     root = Path(root)
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "does not exist"
@@ -250,6 +271,12 @@ def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
             candidates = [p for p in root.iterdir() if _listed(p)]
         except OSError as exc:
             raise UsageError(f"cannot read '{root}': {exc.strerror}") from None
+    trials = sweep_trials(root)
+    if trials is not None:  # a sweep's directory: its trials, not its logs/
+        candidates = [p for p in candidates if p.name.startswith("trial-")]
     rows = [run_row(p) for p in candidates]
+    if trials is not None:
+        for row in rows:
+            row["sweep"] = trials.get(Path(row["run_dir"]).name)
     rows.sort(key=lambda r: (_sort_key(r["started"]), r["run_dir"]))
     return rows

@@ -7,7 +7,6 @@ Neither reads a value back to the host per batch: losses and sums stay on the de
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,14 @@ from torch import nn
 
 from zoo.errors import RunError, UsageError
 
-__all__ = ["train_step", "accumulation_step", "evaluate", "first_nonfinite"]
+__all__ = ["train_step", "accumulation_step", "evaluate", "first_nonfinite", "CLOSURE_ONCE"]
+
+# torch's optimizers whose step calls a closure once, first thing, under enable_grad, and does
+# nothing else with it (every torch.optim class but L-BFGS; tests/test_perf_dynamo.py reads their
+# source to check): stepping one after the closure's work is the same computation. Exact types:
+# a subclass (a plugin's) may use the closure otherwise.
+_ONCE = "SGD Adam AdamW Adagrad Adadelta Adamax ASGD NAdam RAdam RMSprop Rprop SparseAdam Adafactor Muon"
+CLOSURE_ONCE = frozenset(getattr(torch.optim, name) for name in _ONCE.split() if hasattr(torch.optim, name))
 
 
 def train_step(
@@ -31,18 +37,27 @@ def train_step(
 ) -> torch.Tensor:
     """One optimisation step, the seed's ``zero_grad`` / ``backward`` / ``step`` triple.
 
-    It runs inside a closure passed to ``step`` because L-BFGS re-evaluates the loss several
-    times per step; every other optimizer calls the closure once. Returns the loss before the
-    update, detached and still on the device (reading it would force a sync every step).
-    ``clip_grad_norm``: the gradients' total norm is clipped to it before the update.
+    Returns the loss before the update, detached and still on the device (reading it would force
+    a sync every step). ``clip_grad_norm``: the gradients' total norm is clipped to it before
+    the update. L-BFGS re-evaluates the loss several times per step, and an optimizer of a
+    plugin may too, so they get it as a closure passed to ``step``; torch's other optimizers
+    (:data:`CLOSURE_ONCE`) would call that closure once, first thing, so they step after it
+    instead: the same operations in the same order, without a closure and ``enable_grad``
+    context per step.
     """
+    if type(optimizer) in CLOSURE_ONCE and torch.is_grad_enabled():  # (the closure would run under enable_grad)
+        optimizer.zero_grad(set_to_none=True)
+        loss = _loss(model, criterion, inputs, targets, amp_dtype)
+        loss.backward()
+        if clip_grad_norm is not None:
+            _clip(optimizer, clip_grad_norm)
+        optimizer.step()
+        return loss.detach()
     first: list[torch.Tensor] = []
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        # Not torch.autocast(enabled=False): entering a disabled autocast still costs ~15 us a step.
-        with torch.autocast(inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
-            loss = criterion(model(inputs), targets)
+        loss = _loss(model, criterion, inputs, targets, amp_dtype)
         loss.backward()
         if clip_grad_norm is not None:
             _clip(optimizer, clip_grad_norm)
@@ -54,6 +69,15 @@ def train_step(
     if not first:
         raise RunError(f"{type(optimizer).__name__}.step(closure) never called the closure, so nothing was learned")
     return first[0]
+
+
+def _loss(
+    model: nn.Module, criterion: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, amp_dtype: torch.dtype | None
+) -> torch.Tensor:
+    if amp_dtype is None:  # not torch.autocast(enabled=False): entering a disabled autocast costs ~15 us
+        return criterion(model(inputs), targets)
+    with torch.autocast(inputs.device.type, dtype=amp_dtype):
+        return criterion(model(inputs), targets)
 
 
 def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
@@ -79,8 +103,7 @@ def accumulation_step(
     after the ``last`` one. Returns the batch's loss, detached, on the device."""
     if first:
         optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
-        loss = criterion(model(inputs), targets)
+    loss = _loss(model, criterion, inputs, targets, amp_dtype)
     (loss * scale).backward()
     if last:
         if clip_grad_norm is not None:

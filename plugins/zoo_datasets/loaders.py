@@ -6,6 +6,7 @@ run needs the data.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -198,37 +199,66 @@ def load_cifar10(train: bool, root: str, download: bool) -> Any:
 # -- digits ----------------------------------------------------------------------------------
 
 
+def digits_arrays() -> tuple[Any, Any]:
+    """scikit-learn's digits as ``sklearn.datasets.load_digits`` gives them: ``(images, target)``,
+    ``(1797, 8, 8)`` float64 and ``(1797,)`` int. Its CSV ships inside scikit-learn; read here
+    as scikit-learn reads it, without importing scikit-learn and SciPy (about 1 s of every
+    digits run); through scikit-learn where the file is not where it was."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(folders[0], "datasets", "data", "digits.csv.gz") if folders else None
+    if path is None or not path.is_file():
+        try:
+            from sklearn.datasets import load_digits as sklearn_digits
+        except ImportError:
+            raise UsageError("the 'digits' dataset needs scikit-learn: pip install 'tudui-zoo[digits]'") from None
+        bunch = sklearn_digits()
+        return bunch.images, bunch.target
+    import gzip
+
+    with gzip.open(path, mode="rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int, copy=False)
+
+
 def load_digits(train: bool, root: str, download: bool) -> Any:
     """scikit-learn's 1,797 8x8 digits: a fixed 80/20 split, upsampled to 3x32x32 uint8."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
-        raise UsageError("the 'digits' dataset needs scikit-learn: pip install 'tudui-zoo[digits]'") from None
+    from zoo.data import TensorImageDataset
+
+    images, labels, train_index, val_index, mean, std = _digits()
+    index = train_index if train else val_index
+    return TensorImageDataset(
+        images[index].expand(-1, 3, -1, -1).contiguous(),  # copies: the cached tensors stay as they are
+        labels[index],
+        mean=(mean,) * 3,
+        std=(std,) * 3,
+        classes=DIGITS_CLASSES,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[Any, Any, Any, Any, float, float]:
+    """Both splits' source, read and upsampled once a process (a run loads both splits)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from zoo.data import TensorImageDataset
-
-    bunch = sklearn_digits()  # ships inside scikit-learn: no download, nothing cached
-    pixels = torch.from_numpy(bunch.images).to(torch.float32).unsqueeze(1) * (255.0 / 16.0)
+    digits, target = digits_arrays()  # ships inside scikit-learn: no download, nothing cached
+    pixels = torch.from_numpy(digits).to(torch.float32).unsqueeze(1) * (255.0 / 16.0)
     pixels = F.interpolate(pixels, size=(32, 32), mode="bilinear", align_corners=False)
     images = pixels.round_().clamp_(0, 255).to(torch.uint8)
-    labels = torch.from_numpy(bunch.target).to(torch.int64)
+    labels = torch.from_numpy(target).to(torch.int64)
 
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(labels)))
     n_train = len(labels) * 4 // 5
     train_index, val_index = order[:n_train], order[n_train:]
     # Normalise both splits with the train split's statistics, as a real pipeline would.
     std, mean = torch.std_mean(images[train_index].to(torch.float64) / 255.0, correction=0)
-    index = train_index if train else val_index
-    return TensorImageDataset(
-        images[index].expand(-1, 3, -1, -1).contiguous(),
-        labels[index],
-        mean=(float(mean),) * 3,
-        std=(float(std),) * 3,
-        classes=DIGITS_CLASSES,
-    )
+    return images, labels, train_index, val_index, float(mean), float(std)
 
 
 # -- fake ------------------------------------------------------------------------------------
