@@ -185,13 +185,18 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def child(argv: list[str], work: Path, name: str) -> dict[str, Any]:
-    """Run ``argv`` as a fresh process: its wall seconds, peak RSS (bytes) and stdout."""
+def child(argv: list[str], work: Path, name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``argv`` as a fresh process: its wall seconds, peak RSS (bytes) and stdout. ``env``:
+    variables set on top of :func:`child_env`'s."""
     work.mkdir(parents=True, exist_ok=True)
     stdout, stderr, measured = work / f"{name}.out", work / f"{name}.err", work / f"{name}.json"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         code = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, str(measured), *argv], stdout=out, stderr=err, cwd=ROOT, env=child_env()
+            [sys.executable, "-c", _LAUNCHER, str(measured), *argv],
+            stdout=out,
+            stderr=err,
+            cwd=ROOT,
+            env=child_env() | (env or {}),
         ).returncode
     if code != 0:
         tail = stderr.read_text(errors="replace").strip().splitlines()[-5:]
@@ -681,25 +686,48 @@ def bench_memory(bench: Bench) -> dict[str, Any]:
 # -- 3. listing -------------------------------------------------------------------------------
 
 
+def with_zoo_timm(work: Path) -> dict[str, str] | None:
+    """The environment of a ``zoo`` with plugins/zoo-timm installed (pip, into a directory of
+    the bench's own, put on PYTHONPATH) and its model cache in the bench's directory; None when
+    timm itself is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        return None
+    site = work / "zoo-timm-site"
+    if not site.exists():
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+        subprocess.run([*pip, str(ROOT / "plugins" / "zoo-timm")], check=True, env=child_env())
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "ZOO_CACHE": str(work / "zoo-cache")}
+
+
 def bench_list(bench: Bench) -> dict[str, Any]:
+    """``zoo list --json`` against ``python -c "import torch"``, and again with zoo-timm's 1,000+
+    models installed (when timm is), its name cache warm as after a first use."""
     work = bench.work / "list"
     zoo = zoo_command()
     count = [0]
+    timm_env = with_zoo_timm(work)
 
-    def listing() -> dict[str, Any]:
+    def listing(env: dict[str, str] | None = None) -> dict[str, Any]:
         count[0] += 1
-        got = child([*zoo, "list", "--json"], work, f"list-{count[0]}")
+        got = child([*zoo, "list", "--json"], work, f"list-{count[0]}", env)
         assert json.loads(got["stdout"]), "zoo list --json listed nothing"
-        return {"seconds": got["seconds"], "max_rss": got["max_rss"]}
+        return {"seconds": got["seconds"], "max_rss": got["max_rss"], "entries": len(json.loads(got["stdout"]))}
 
     def import_torch() -> dict[str, Any]:
         count[0] += 1
         got = child([sys.executable, "-c", "import torch"], work, f"torch-{count[0]}")
         return {"seconds": got["seconds"], "max_rss": got["max_rss"]}
 
-    log("  list: zoo list --json vs python -c 'import torch'")
+    log("  list: zoo list --json vs python -c 'import torch'" + (", and with zoo-timm" if timm_env else ""))
     listing(), import_torch()  # warm the page cache and the zoo's bytecode cache
-    got = interleaved(max(bench.profile.repeats * 2 - 1, 5), {"zoo list --json": listing, "import torch": import_torch})
+    contenders = {"zoo list --json": listing, "import torch": import_torch}
+    if timm_env:
+        listing(timm_env)  # the first use fills zoo-timm's cache (imports timm, once)
+        contenders["with zoo-timm"] = lambda: listing(timm_env)
+    got = interleaved(max(bench.profile.repeats * 2 - 1, 5), contenders)
     ratios = [a["seconds"] / b["seconds"] for a, b in zip(got["zoo list --json"], got["import torch"])]
     result = {
         "zoo_list_seconds": spread([r["seconds"] for r in got["zoo list --json"]]),
@@ -710,6 +738,15 @@ def bench_list(bench: Bench) -> dict[str, Any]:
         "goal": GOALS["list"],
     }
     result["met"] = result["ratio"]["median"] <= 0.25
+    result["entries"] = got["zoo list --json"][0]["entries"]
+    if timm_env:
+        timm_ratios = [a["seconds"] / b["seconds"] for a, b in zip(got["with zoo-timm"], got["import torch"])]
+        result["timm"] = {
+            "seconds": spread([r["seconds"] for r in got["with zoo-timm"]]),
+            "ratio": spread(timm_ratios),
+            "entries": got["with zoo-timm"][0]["entries"],
+        }
+        result["met"] = result["met"] and result["timm"]["ratio"]["median"] <= 0.25
     return result
 
 
@@ -1055,12 +1092,16 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| | seconds |",
             "|---|---|",
-            f"| `zoo list --json` | {_s(x['zoo_list_seconds'], 3)} |",
+            f"| `zoo list --json` ({x.get('entries', '?')} entries) | {_s(x['zoo_list_seconds'], 3)} |",
             f'| `python -c "import torch"` | {_s(x["import_torch_seconds"], 3)} |',
-            "",
-            f"Ratio: {_s(x['ratio'], 3)}. Goal: {x['goal']}: {_met(x)}.",
-            "",
         ]
+        if "timm" in x:
+            timm = x["timm"]
+            lines.append(f"| `zoo list --json` with zoo-timm ({timm['entries']} entries) | {_s(timm['seconds'], 3)} |")
+        lines += ["", f"Ratio: {_s(x['ratio'], 3)}."]
+        if "timm" in x:
+            lines[-1] += f" With zoo-timm: {_s(x['timm']['ratio'], 3)}."
+        lines += [f"Goal: {x['goal']}: {_met(x)}.", ""]
     if "startup" in r:
         x = r["startup"]
         lines += [
