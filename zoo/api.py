@@ -99,6 +99,7 @@ def create_optimizer(name: str, params: Iterable[Any] | nn.Module, **hparams: An
     """
     from torch import nn
 
+    from zoo.eager import without_dynamo
     from zoo.hparams import parse_hparams
     from zoo.registry import get_registry
 
@@ -109,7 +110,8 @@ def create_optimizer(name: str, params: Iterable[Any] | nn.Module, **hparams: An
     if isinstance(params, nn.Module):
         params = [p for p in params.parameters() if p.requires_grad]
     try:
-        return factory(params, **checked)
+        with without_dynamo():  # as a run builds it: constructing imports no torch._dynamo (2 s)
+            return factory(params, **checked)
     except ZooError:
         raise
     except Exception as exc:  # the factory's own check (e.g. ValueError: invalid momentum)

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from zoo.eager import eager_step, without_dynamo
 from zoo.entries import ModelEntry, OptimizerEntry
 from zoo.errors import RunError, UsageError, ZooError, one_line
 from zoo.preflight import IncompatibleError, WontFitError, preflight
@@ -86,6 +87,7 @@ def _warm_up(train_step: Callable[..., torch.Tensor]) -> None:
     in the parent, so that every child inherits them instead of paying again."""
     tiny = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(tiny.parameters())
+    eager_step(optimizer)  # as the children step theirs: without importing torch._dynamo
     train_step(tiny, optimizer, nn.CrossEntropyLoss(), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
 
 
@@ -104,6 +106,7 @@ def _step(
         torch.set_num_threads(threads)
         warnings.simplefilter("ignore")  # the rows are the output; torch's warnings would garble them
         optimizer = factory([p for p in model.parameters() if p.requires_grad], **hparams)
+        eager_step(optimizer)  # as a run steps it (zoo/runner.py): no torch._dynamo import
         loss = float(train_step(model, optimizer, nn.CrossEntropyLoss(), inputs, targets))
         result = ("ok", None) if math.isfinite(loss) else ("error", f"the loss is {loss} on the first step")
     except BaseException as exc:  # anything the step raises is this pair's result
@@ -201,8 +204,11 @@ def run_check(
     torch.set_num_threads(1)
     try:
         child_threads = _child_threads(threads)
-        _warm_up(train_step)
-        return _check_all(registry, model_entries, optimizer_entries, budget_s, child_threads, train_step, on_row)
+        # As a run does (zoo/runner.py): building, zeroing and stepping optimizers imports no
+        # torch._dynamo (2 s); the children, forked inside, inherit it.
+        with without_dynamo():
+            _warm_up(train_step)
+            return _check_all(registry, model_entries, optimizer_entries, budget_s, child_threads, train_step, on_row)
     finally:
         torch.set_num_threads(threads)
 

@@ -21,11 +21,50 @@ EPILOG = "Errors exit 2 for bad input, 1 for run-time failures. ZOO_DEBUG=1 show
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with its errors in the zoo's one-line form (exit 2)."""
+    """argparse, with its errors in the zoo's one-line form (exit 2), and no abbreviations: a
+    prefix of a flag (``--epo``) is an unknown flag, so that adding a flag never changes what an
+    existing command line means. Sub-commands are made by this class too, so they inherit both."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"zoo: error: {message} (see: {self.prog} --help)\n")
         sys.exit(2)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but an unknown flag is reported by the sub-command that was given it,
+        with the flags it was perhaps meant to be."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _chosen_command(self, parsed)
+            command.error(f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(command, extras)}")
+        return parsed
+
+
+def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The sub-command parser ``parsed`` went through (``parser`` itself when it has none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(getattr(parsed, action.dest or "", None), parser)
+    return parser
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """`` (did you mean --epochs for --epo? ...)``: the flags an unknown one starts or nearly spells."""
+    import difflib
+
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    hints, abbreviated = [], False
+    for given in (extra.split("=", 1)[0] for extra in extras if extra.startswith("--")):
+        starts = [f for f in flags if f.startswith(given)]
+        close = starts or difflib.get_close_matches(given, flags, n=2)
+        abbreviated |= bool(starts)
+        hints += [f"{' or '.join(close)} for {given}"] if close else []
+    if not hints:
+        return ""
+    return f" (did you mean {', '.join(hints)}?{' flags are never abbreviated' if abbreviated else ''})"
 
 
 def _int_at_least(minimum: int, expected: str):
@@ -549,7 +588,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.predict import predict
 
-    results, errors = predict(args.checkpoint, args.images, device=args.device, top=args.top, trust=args.trust)
+    results, errors = predict(
+        args.checkpoint,
+        args.images,
+        device=args.device,
+        top=args.top,
+        trust=args.trust,
+        registry_files=tuple(args.registry or ()),
+    )
     if args.json:
         if results or not errors:  # no image read: the error lines alone, no empty array
             print(json.dumps(results, indent=2))
@@ -567,7 +613,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from zoo.export import export
 
-    path = export(args.checkpoint, args.format, args.output, trust=args.trust, force=args.force)
+    path = export(
+        args.checkpoint,
+        args.format,
+        args.output,
+        trust=args.trust,
+        force=args.force,
+        registry_files=tuple(args.registry or ()),
+    )
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

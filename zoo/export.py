@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import UsageError
 from zoo.files import atomic_save, atomic_write
-from zoo.registry import model_from_checkpoint
+from zoo.registry import get_registry, model_from_checkpoint
 
 __all__ = ["FORMATS", "check_output", "export"]
 
@@ -53,8 +54,10 @@ def export(
     *,
     trust: bool = False,
     force: bool = False,
+    registry_files: Sequence[str] = (),
 ) -> Path:
     """Write the checkpoint's model to ``out`` in ``fmt`` (one of :data:`FORMATS`); returns the path.
+    The model is rebuilt from the registry with ``registry_files`` (``--registry``) layered over it.
 
     An existing ``out`` is refused unless ``force``, and its directory must exist. The file is
     written atomically: a failure leaves what was at ``out`` (if anything) untouched.
@@ -70,9 +73,10 @@ def export(
         except ImportError:
             raise UsageError("--format safetensors needs the safetensors package: pip install safetensors") from None
 
+    registry = get_registry(registry_files)
     ckpt = load_checkpoint(source, trust=trust)
     spec = ckpt["spec"]
-    model = model_from_checkpoint(ckpt, source=str(source)).eval()
+    model = model_from_checkpoint(ckpt, source=str(source), registry=registry).eval()
 
     if fmt == "state-dict":
         return atomic_save(model.state_dict(), out)

@@ -21,7 +21,7 @@ import torch
 from zoo.checkpoint import load_checkpoint
 from zoo.devices import resolve_device
 from zoo.errors import UsageError
-from zoo.registry import model_from_checkpoint
+from zoo.registry import get_registry, model_from_checkpoint
 
 __all__ = ["predict", "load_image"]
 
@@ -105,8 +105,10 @@ def predict(
     device: str = "auto",
     top: int = 1,
     trust: bool = False,
+    registry_files: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Classify ``images`` with a checkpoint's model.
+    """Classify ``images`` with a checkpoint's model, rebuilt from the registry with
+    ``registry_files`` (``--registry``) layered over it, as ``zoo validate`` does.
 
     Returns one result per readable image, ``{"image", "label", "index", "probability",
     "top": [{"label", "probability"}, ...]}`` (``top`` best classes), and one error line per
@@ -117,9 +119,10 @@ def predict(
     if not isinstance(top, int) or top < 1:
         raise UsageError(f"--top must be a positive integer, got {top!r}")
     target = resolve_device(device)
+    registry = get_registry(registry_files)  # a missing or bad file: exit 2 before any loading
     ckpt = load_checkpoint(checkpoint, trust=trust)
     spec = ckpt["spec"]
-    model = model_from_checkpoint(ckpt, source=str(checkpoint)).to(target).eval()
+    model = model_from_checkpoint(ckpt, source=str(checkpoint), registry=registry).to(target).eval()
     classes = list(spec.get("classes") or [])
     if len(classes) != spec["num_classes"]:
         classes = [str(i) for i in range(spec["num_classes"])]
