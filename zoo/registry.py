@@ -56,6 +56,9 @@ __all__ = [
     "registry_files",
     "model_from_checkpoint",
     "call_builder",
+    "build_base",
+    "loaded_registry",
+    "qualifier",
     "BUILTIN_REGISTRY",
 ]
 
@@ -350,15 +353,19 @@ class Registry:
         before_edits: Callable[[Any], None] | None = None,
         check: bool = True,
         input_size: tuple[int, ...] | None = None,
+        weights: str | None = None,
     ) -> Any:
         """Build a model: the base builder, then ``before_edits`` (base weights), then the edits,
         then a dry forward pass on ``input_size`` (default: the entry's) that proves the output
-        is ``(batch, num_classes)``."""
+        is ``(batch, num_classes)``. ``weights``: the run's ``--weights`` (default: what
+        ``before_edits`` loads), which a builder taking ``imagenet=`` is told of."""
         entry = self.model(name)
         base = self.model(entry.base) if entry.base else entry
         builder = resolve(base.builder, f"model '{base.name}' (plugin '{base.plugin}')")
         size = tuple(input_size) if input_size is not None else entry.input_size
-        model = call_builder(builder, entry.base_classes or num_classes, size)
+        imagenet = (weights if weights is not None else getattr(before_edits, "weights", None)) == "imagenet"
+        model = build_base(builder, base, entry.base_classes or num_classes, size, imagenet=imagenet,
+                           shown=self.shown_name(base))  # fmt: skip
         if before_edits is not None:
             before_edits(model)
         model, touched = apply_edits(model, entry.edits, num_classes, where=entry.source or name)
@@ -419,14 +426,44 @@ class _Names(Mapping[str, Any]):
         return len(self.registry._candidates(self.kind, ""))
 
 
-def call_builder(builder: Any, num_classes: int, input_size: tuple[int, ...]) -> Any:
-    """``builder(num_classes)``; with ``input_size=`` too when its signature takes it (a model
-    whose constructor depends on the input size, such as torchvision's ViTs)."""
+def _takes(builder: Any, parameter: str) -> bool:
     try:
-        takes_size = "input_size" in inspect.signature(builder).parameters
+        return parameter in inspect.signature(builder).parameters
     except (TypeError, ValueError):  # a builtin or a class without an inspectable signature
-        takes_size = False
-    return builder(num_classes, input_size=tuple(input_size)) if takes_size else builder(num_classes)
+        return False
+
+
+def call_builder(builder: Any, num_classes: int, input_size: tuple[int, ...], *, imagenet: bool = False) -> Any:
+    """``builder(num_classes)``; with ``input_size=`` too when its signature takes it (a model
+    whose constructor depends on the input size, such as torchvision's ViTs), and ``imagenet=``
+    when it takes that (a model built differently for its ImageNet weights, as GoogLeNet)."""
+    kwargs: dict[str, Any] = {}
+    if _takes(builder, "input_size"):
+        kwargs["input_size"] = tuple(input_size)
+    if _takes(builder, "imagenet"):
+        kwargs["imagenet"] = imagenet
+    return builder(num_classes, **kwargs)
+
+
+def build_base(
+    builder: Any, entry: ModelEntry, num_classes: int, size: tuple[int, ...], *, imagenet: bool = False,
+    shown: str | None = None,
+) -> Any:  # fmt: skip
+    """``call_builder``; a builder that fails at a size other than the model's own (a size its
+    constructor rejects) is a UsageError naming the model and the size. At its own size, a
+    failure is the plugin's bug and stays what it is."""
+    try:
+        return call_builder(builder, num_classes, size, imagenet=imagenet)
+    except ZooError:
+        raise
+    except Exception as exc:
+        own = tuple(entry.input_size)
+        if tuple(size) == own or not _takes(builder, "input_size"):
+            raise
+        raise UsageError(
+            f"model '{shown or entry.name}' cannot be built for input size {size[-2]}x{size[-1]}: {one_line(exc)}; "
+            f"pass another --input-size, or leave it out to train at its own {own[-2]}x{own[-1]}"
+        ) from exc
 
 
 class _Registrar:
@@ -565,6 +602,11 @@ def get_registry(extra_files: Iterable[str] = ()) -> Registry:
     return _registry
 
 
+def loaded_registry() -> Registry | None:
+    """The registry :func:`get_registry` last built in this process, or None; builds nothing."""
+    return _registry
+
+
 def reset_registry() -> None:
     global _registry, _registry_key
     _registry, _registry_key = None, None
@@ -603,11 +645,14 @@ def model_from_checkpoint(
     same = entry is not None and [e.as_json() for e in entry.edits] == [dict(e) for e in recorded]
     base_entry = _recorded_model(registry, base, spec.get("plugin")) if base else None
     if entry is not None and (same or not base):
-        model = registry.build_model(registry.qualified_name(entry), num_classes, check=False, input_size=size)
+        model = registry.build_model(
+            registry.qualified_name(entry), num_classes, check=False, input_size=size, weights=spec.get("weights")
+        )
     elif base_entry is not None:
         builder = resolve(base_entry.builder, f"model '{base}' (plugin '{base_entry.plugin}')")
         edits = tuple(edit_from_json(e, f"{source} (edits of '{name}')") for e in recorded)
-        built = call_builder(builder, spec.get("base_classes") or num_classes, size or base_entry.input_size)
+        built = build_base(builder, base_entry, spec.get("base_classes") or num_classes,
+                           size or base_entry.input_size, imagenet=spec.get("weights") == "imagenet")  # fmt: skip
         model, _ = apply_edits(built, edits, num_classes, where=source)
     else:
         missing = base if base else name

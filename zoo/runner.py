@@ -480,8 +480,9 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     )
     data = _load_data(config, plan.registry, plan.dataset, plan.input_size, dist.world)
     generator = _seed_everything(config.seed)  # the same command twice gives the same weights
+    weights = config.weights or (checkpoint["spec"].get("weights") if checkpoint is not None else None)
     model = plan.registry.build_model(config.model, data.num_classes, before_edits=before_edits,
-                                      input_size=plan.input_size)  # fmt: skip
+                                      input_size=plan.input_size, weights=weights)  # fmt: skip
     state_bytes = preflight(model, config.optimizer, plan.factory, plan.hparams, dist.device).optimizer_state
     model.to(dist.device)
     optimizer = _make_optimizer(plan.registry, config, model, plan.hparams)

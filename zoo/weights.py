@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from zoo.checkpoint import load_state_dict_strict, safe_load, state_dict_from
-from zoo.errors import UsageError
+from zoo.errors import RunError, UsageError, one_line
 
 __all__ = ["HASH_IN_NAME", "name_hash", "sha256_of", "verify_hash", "hub_checkpoints", "imagenet_state_dict",
-           "base_weights"]  # fmt: skip
+           "base_weights", "BaseWeights", "model_name"]  # fmt: skip
 
 # torch.hub's HASH_REGEX: what load_state_dict_from_url(check_hash=True) checks a download against
 HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
@@ -70,10 +70,34 @@ def hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def model_name(entry: Any, registry: Any = None) -> str:
+    """The name ``zoo list`` shows model ``entry`` by (``PLUGIN/NAME`` where the bare name reaches
+    another model) in ``registry``, by default the one this process loaded."""
+    from zoo.registry import loaded_registry, qualifier
+
+    registry = registry if registry is not None else loaded_registry()
+    plugin = getattr(entry, "plugin", None)
+    qualified = f"{qualifier(entry)}/{entry.name}" if plugin else entry.name
+    if registry is not None and registry.lookup("model", qualified) is entry:
+        return registry.shown_name(entry)
+    return qualified
+
+
+def _base_name(entry: Any, registry: Any = None) -> str:
+    """How messages name the model whose weights ``entry`` loads: itself, or a variant's base."""
+    from zoo.registry import loaded_registry
+
+    if not entry.base:
+        return model_name(entry, registry)
+    registry = registry if registry is not None else loaded_registry()
+    base = registry.lookup("model", entry.base) if registry is not None else None
+    return model_name(base, registry) if base is not None else entry.base
+
+
 def imagenet_state_dict(entry: Any, download: bool) -> tuple[dict[str, Any], str]:
     """The default pretrained weights of model ``entry`` (a variant: its base's) and a name for
     them in messages; from the torch hub cache, hash-checked, or downloaded with ``download``."""
-    base = entry.base or entry.name
+    base = _base_name(entry)
     if not entry.weights:
         raise UsageError(
             f"--weights imagenet: there are no pretrained weights for model '{base}' (zoo show {base}); "
@@ -91,6 +115,12 @@ def imagenet_state_dict(entry: Any, download: bool) -> tuple[dict[str, Any], str
             f"{path}; download {row['url']} to that path (the cache is $TORCH_HOME/hub, "
             f"TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), or add --download"
         )
+    return _download(row, path), source
+
+
+def _download(row: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``row``'s weights fetched into the hub cache at ``path``; a failure (no network, a bad
+    download) is a RunError naming the URL and where to put the file by hand."""
     import torch
 
     try:  # check_hash: torch.hub verifies the download against the same prefix
@@ -98,11 +128,12 @@ def imagenet_state_dict(entry: Any, download: bool) -> tuple[dict[str, Any], str
             row["url"], model_dir=str(path.parent), map_location="cpu", check_hash=True, weights_only=True,
             file_name=row["file"],
         )  # fmt: skip
-    except Exception as exc:
-        raise UsageError(
-            f"--weights imagenet: could not download {row['url']} to {path}: {exc}; put the file there by hand"
+    except (OSError, RuntimeError) as exc:
+        raise RunError(
+            f"--weights imagenet --download: could not download {row['url']}: {one_line(exc)}; download it "
+            f"elsewhere and place it at {path} (the torch hub cache), then run again"
         ) from exc
-    return state_dict_from(state, row["url"]), source
+    return state_dict_from(state, row["url"])
 
 
 def _switched_off(model: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -113,23 +144,54 @@ def _switched_off(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if getattr(model, k.partition(".")[0], missing) is not None}
 
 
+class BaseWeights:
+    """The ``before_edits`` callback of ``--weights``: loads them into the base model. ``weights``
+    (``"imagenet"`` or the file) tells the registry how to build that base (GoogLeNet takes
+    its ImageNet weights' input transform)."""
+
+    def __init__(self, weights: str, state: dict[str, Any], source: str, entry: Any, base: str):
+        self.weights, self.state, self.source, self.entry, self.base = weights, state, source, entry, base
+
+    def __call__(self, model: Any) -> None:
+        imagenet = self.weights == "imagenet"
+        fitted = _switched_off(model, self.state) if imagenet else self.state
+        try:
+            load_state_dict_strict(model, fitted, source=f"--weights {self.source}", target=f"base model '{self.base}'")
+        except UsageError as exc:
+            hint = _fine_tune_hint(model, fitted, self.entry, self.base)
+            if hint is None:
+                raise
+            raise UsageError(f"{exc}. {hint}") from exc
+
+
+def _fine_tune_hint(model: Any, state: Mapping[str, Any], entry: Any, base: str) -> str | None:
+    """What to do when the weights' head is of another width than the run's number of classes
+    (the base built for them): a variant with ``base_classes``, as ``resnet18-finetune``."""
+    own = model.state_dict()
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not shapes or set(own) != set(state) or entry.base_classes is not None:
+        return None
+    head = shapes[-1]  # the last layer's bias or weight: (classes,) or (classes, features)
+    classes = state[head].shape[0]
+    return (
+        f"The weights are for {classes} classes, the run for {own[head].shape[0]}: to fine-tune, add a "
+        f"variant to a registry file with base: {base}, base_classes: {classes} and an edit that replaces "
+        f"its head ('{head.rpartition('.')[0]}') with one of $num_classes outputs, as the built-in "
+        f'resnet18-finetune does (zoo show resnet18-finetune; docs/registry-file.md, "Fine-tuning")'
+    )
+
+
 def base_weights(weights: str | None, entry: Any, *, download: bool = False, trust: bool = False
-                 ) -> Callable[[Any], None] | None:  # fmt: skip
+                 ) -> BaseWeights | None:  # fmt: skip
     """The ``before_edits`` callback that loads ``--weights`` (``imagenet`` or a file) into the
     base model of ``entry``, or None without ``weights``. The file is read (and refused, if
-    unsafe or corrupt) now, before anything is built."""
+    unsafe or corrupt) now, before anything is built. Messages name models as ``zoo list`` does."""
     if not weights:
         return None
-    base = entry.base or entry.name
-    imagenet = weights == "imagenet"
-    if imagenet:
+    base = _base_name(entry)
+    if weights == "imagenet":
         state, source = imagenet_state_dict(entry, download)
     else:
         source = weights
         state = state_dict_from(safe_load(source, trust=trust, what="weights file"), f"--weights {source}")
-
-    def load(model: Any) -> None:
-        fitted = _switched_off(model, state) if imagenet else state
-        load_state_dict_strict(model, fitted, source=f"--weights {source}", target=f"base model '{base}'")
-
-    return load
+    return BaseWeights(weights, state, source, entry, base)
