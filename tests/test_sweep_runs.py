@@ -125,8 +125,10 @@ def test_a_sweep_killed_mid_trial_resumes_without_training_anything_twice(zoo_cl
     try:
         assert stops.until(sweep, epoch_two_of_trial_one) is not None, sweep.stderr.read()
     finally:
-        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its trial, as kill -9 on the group would
+        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep, as kill -9 on its group would ...
         sweep.wait()
+    # ... and its trial, held in its write (in a session of its own, the sweep's group spares it)
+    os.kill(json.loads((zoo_cli.cwd / "s" / "trial-0001" / "status.json").read_text())["pid"], signal.SIGKILL)
     (tmp_path / "stop.json").unlink(missing_ok=True)
 
     resumed = zoo_cli(*command, "--resume", "--json", env={SPY_LOG: str(log)})

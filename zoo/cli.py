@@ -554,14 +554,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from zoo.sweep import plan_from_args, run_sweep
-    from zoo.sweep_report import summary_table
+    from zoo.sweep_report import no_trial_completed, summary_table
 
-    result = run_sweep(plan_from_args(args))
+    result = run_sweep(plan_from_args(args, run_config))  # run_config: the trials' options dry-checked
     if args.json:
         print(json.dumps(result, indent=2))
     elif not args.quiet:
         print(summary_table(result["trials"], result["metric"]), end="")
-    return 0 if any(t["state"] == "complete" for t in result["trials"]) else 1
+    if any(t["state"] == "complete" for t in result["trials"]):
+        return 0
+    print(f"zoo: error: {no_trial_completed(result)}", file=sys.stderr)  # even with --quiet
+    return 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

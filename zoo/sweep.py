@@ -21,18 +21,32 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.config import check_config
+from zoo.entries import too_small
 from zoo.errors import Interrupted, UsageError
+from zoo.hparams import check_hparams, optimizer_params, parse_hparams
+from zoo.recipe import build_augmentation, build_scheduler
 from zoo.runs import read_metrics
 from zoo.sweep_report import DIRECTIONS, best_row, summary_table, sweep_object, trial_line, write_text
 from zoo.sweep_space import Choices, Space, parse_opt_values, parse_values
-from zoo.sweep_study import Claimed, Study, require_optuna, storage_url
-from zoo.sweep_trial import ENV_METRIC, ENV_PRUNE, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, PRUNED_ATTR, epoch_value
+from zoo.sweep_study import CHILD_ATTR, Claimed, Study, alive, child_record, require_optuna, storage_file, storage_url
+from zoo.sweep_trial import (
+    ENV_METRIC,
+    ENV_PARENT,
+    ENV_PRUNE,
+    ENV_STORAGE,
+    ENV_STUDY,
+    ENV_TRIAL,
+    PRUNED_ATTR,
+    epoch_value,
+)
 
-__all__ = ["SweepPlan", "plan_from_args", "run_sweep", "run_flags", "device_slots", "threads_per_trial"]
+__all__ = ["SweepPlan", "plan_from_args", "check_trials", "run_sweep", "run_flags", "device_slots", "threads_per_trial"]
 
 # The sweep's own options: every other attribute of its namespace is a `zoo run` option for each trial.
 SWEEP_OPTIONS = frozenset(
@@ -138,18 +152,27 @@ def _sweep_dir(args: argparse.Namespace) -> Path:
     if args.out is None:
         if args.resume:
             raise UsageError("--resume needs --out SWEEP_DIR: the sweep to continue")
-        base = Path("sweeps") / f"{args.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        # a qualified name's / becomes -, as in a run's default directory (zoo.rundir.default_run_dir)
+        name = f"{args.model.replace('/', '-')}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        base = Path("sweeps") / name
         return next(p for p in (base, *(base.with_name(f"{base.name}-{i}") for i in range(2, 1000))) if not p.exists())
     out = Path(args.out)
     if args.resume and not out.is_dir():
         raise UsageError(f"nothing to resume: {out} is not a sweep directory (drop --resume to start one there)")
+    if args.resume and args.storage is None and not (out / "study.db").is_file():
+        raise UsageError(
+            f"nothing to resume: {out} holds no sweep (no study.db): give the --out of a sweep, its --storage "
+            "if it kept its study elsewhere, or drop --resume to start one"
+        )
     if not args.resume and args.study is None and out.exists():
         raise UsageError(f"sweep directory {out} already exists: pass --resume to continue it, or choose another --out")
     return out
 
 
-def plan_from_args(args: argparse.Namespace) -> SweepPlan:
-    """Check a ``zoo sweep`` command line (names, VALUES, sampler, directory); nothing is written."""
+def plan_from_args(args: argparse.Namespace, run_config: Callable[[argparse.Namespace], Any] | None = None,
+                   ) -> SweepPlan:  # fmt: skip
+    """Check a ``zoo sweep`` command line (names, VALUES, sampler, directory); nothing is written.
+    ``run_config`` (``zoo.cli.run_config``): also dry-check the trials' ``zoo run`` options."""
     require_optuna()
     from zoo.registry import get_registry
 
@@ -161,6 +184,8 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         registry.recipe_options(args.recipe)  # its optimizer, scheduler and augmentations exist
     space = _space(registry, args)
     sampler, trials = _sampler(space, args)
+    if run_config is not None:
+        check_trials(registry, space, run_config(_trial_namespace(args, space)))
     sweep_dir = _sweep_dir(args)
     first = args.seed if args.seed is not None else 0
     return SweepPlan(
@@ -169,6 +194,69 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         study=args.study or sweep_dir.name, resume=args.resume, run_flags=run_flags(args), quiet=args.quiet,
         device=getattr(args, "device", None), nproc=getattr(args, "nproc", None) or 1,
     )  # fmt: skip
+
+
+def _trial_namespace(args: argparse.Namespace, space: Space) -> argparse.Namespace:
+    """The sweep's command line as a trial's ``zoo run`` reads it, less what each trial sets itself."""
+    first = space.dims["optimizer"].values[0]
+    own = {"optimizer": first, "lr": None, "opt": None, "sched": None, "seed": None, "out": None, "resume": False}
+    return argparse.Namespace(**{**vars(args), **own})
+
+
+def _first(dim: Any) -> Any:
+    """A value of a dimension that every trial's check may stand on: a list's first, a range's low end."""
+    if dim is None:
+        return None
+    return dim.values[0] if isinstance(dim, Choices) else dim.low
+
+
+def check_trials(registry: Any, space: Space, config: Any) -> None:
+    """Refuse what would fail every trial, with the run's own checks: the options the trials share
+    (``config``, a trial's RunConfig), and each optimizer and scheduler with the keys the sweep varies.
+    A value the sweep varies is each trial's own: a bad one fails its trials only."""
+    check_config(config)
+    entry = registry.model(config.model)
+    dataset = config.data or entry.default_dataset
+    if dataset is not None:
+        registry.dataset(dataset)
+    if config.input_size is not None:
+        size = (entry.input_size[0], config.input_size, config.input_size)
+        problem = too_small(entry, size)
+        if problem:
+            raise UsageError(f"--input-size {config.input_size}: {problem}; pass a larger one, or leave it out")
+        classes = registry.dataset(dataset).num_classes if dataset is not None else None
+        registry.build_model(config.model, classes or 10, input_size=size)  # its dry forward pass at that size
+    build_augmentation(registry, config.augment)
+    varied = {k: d for k, d in space.dims.items() if k not in ("optimizer", "lr", "sched")}
+    lr = _first(space.dims.get("lr"))
+    for name in space.dims["optimizer"].values:
+        _check_optimizer(registry, name, varied, config.opts, float(lr) if lr is not None else config.lr)
+    scheds = space.dims["sched"].values if "sched" in space.dims else (config.sched,)
+    _check_schedulers(registry, [s for s in scheds if s not in (None, "none")], config, lr or 0.1)
+
+
+def _check_optimizer(registry: Any, name: str, varied: dict[str, Any], opts: dict[str, str], lr: float | None) -> None:
+    """``name`` takes every key the sweep varies, and the options every trial gives it."""
+    factory = registry.optimizer_factory(name)
+    params, var_kw = optimizer_params(factory)
+    unknown = {key: "" for key in varied if key not in {p.name for p in params}}
+    if unknown and not var_kw:  # the runner's own "has no parameter" line
+        check_hparams(f"optimizer '{name}'", params, var_kw, {}, unknown, show=f"zoo show {name}",
+                      how="--opt {key}=VALUES", require=False)  # fmt: skip
+    defaults = {**registry.optimizer(name).defaults, **{key: _first(dim) for key, dim in varied.items()}}
+    parse_hparams(name, factory, defaults, lr=lr, opts=opts)
+
+
+def _check_schedulers(registry: Any, names: list[str], config: Any, lr: float) -> None:
+    """Each scheduler built as a trial builds it (``--sched-opt``, ``--sched-interval``), on a stand-in."""
+    if not names:
+        return
+    import torch
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(lr))
+    for name in names:
+        build_scheduler(registry, name, optimizer, opts=config.sched_opts, interval=config.sched_interval,
+                        epochs=config.epochs, steps_per_epoch=1)  # fmt: skip
 
 
 # -- sharing the machine ---------------------------------------------------------------------------
@@ -260,7 +348,7 @@ def trial_argv(plan: SweepPlan, claimed: Claimed, run_dir: Path, resume: bool) -
 def _trial_env(sweep: _Sweep, claimed: Claimed, slot_env: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **slot_env}
     env.update({ENV_STORAGE: sweep.url, ENV_STUDY: sweep.study.name, ENV_TRIAL: str(claimed.number),
-                ENV_PRUNE: sweep.plan.prune, ENV_METRIC: sweep.plan.metric})  # fmt: skip
+                ENV_PRUNE: sweep.plan.prune, ENV_METRIC: sweep.plan.metric, ENV_PARENT: str(os.getpid())})  # fmt: skip
     return env
 
 
@@ -302,11 +390,13 @@ def _launch(sweep: _Sweep, claimed: Claimed, run_dir: Path, slot_env: dict[str, 
                 return None, "", offset  # never started: left running, for --resume
             env = _trial_env(sweep, claimed, slot_env)
             command = [sys.executable, "-m", "zoo", *argv]
-            proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env
-            )
+            # Its own session: a Ctrl-C at the terminal reaches the sweep alone, which passes it on
+            # once (_stop_children); a second signal would stop the trial at once, unsaved.
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True,
+                                    env=env, start_new_session=True)  # fmt: skip
             sweep.children.add(proc)
         try:
+            sweep.study.set_attrs(claimed, {CHILD_ATTR: child_record(proc.pid)})  # --resume waits for it
             out, _ = proc.communicate()
         finally:
             with sweep.lock:
@@ -340,6 +430,25 @@ def _outcome(sweep: _Sweep, claimed: Claimed, run_dir: Path, code: int | None, o
     return "failed", None, None  # a signal to this trial alone stopped it: its error says which
 
 
+def _say(sweep: _Sweep, line: str) -> None:
+    """A notice on stderr, above the progress bar when there is one (even with --quiet)."""
+    if sweep.bar is not None:
+        sweep.bar.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _wait_for_child(sweep: _Sweep, claimed: Claimed) -> None:
+    """A trial taken back from a killed sweep: wait until the ``zoo run`` that sweep had started
+    is gone (it stops after its current step: zoo.sweep_trial.die_with_sweep), or this sweep stops."""
+    if not (claimed.resumed and claimed.child and alive(claimed.child)):
+        return
+    _say(sweep, f"zoo: trial {claimed.number}: its zoo run (pid {claimed.child.get('pid')}) from the killed sweep "
+                "is still running; waiting for it to stop before continuing the trial")  # fmt: skip
+    while alive(claimed.child) and not sweep.stopping:
+        time.sleep(0.2)  # a process that is not our child: no wait() to block on
+
+
 def _run_trial(sweep: _Sweep, claimed: Claimed, slot_env: dict[str, str]) -> None:
     recorded = sweep.study.storage.get_trial(claimed.trial_id).user_attrs
     run_dir = sweep.plan.sweep_dir / f"trial-{claimed.number:04d}"  # a resumed trial: its own, on this host
@@ -348,6 +457,7 @@ def _run_trial(sweep: _Sweep, claimed: Claimed, slot_env: dict[str, str]) -> Non
     if claimed.resumed and recorded.get(PRUNED_ATTR) is not None:  # pruned, then killed before it was told
         code, out, offset = 130, "", 0
     else:
+        _wait_for_child(sweep, claimed)
         code, out, offset = _launch(sweep, claimed, run_dir, slot_env)
     seconds = round((recorded.get("seconds") or 0.0) + time.monotonic() - started, 1)
     state, value, error = _outcome(sweep, claimed, run_dir, code, out)
@@ -384,7 +494,8 @@ def _report(sweep: _Sweep, number: int | None) -> list[dict[str, Any]]:
 
 
 def _object(sweep: _Sweep, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return sweep_object(sweep.plan.sweep_dir, sweep.study.name, sweep.plan.metric, rows)
+    plan = sweep.plan
+    return sweep_object(plan.sweep_dir, sweep.study.name, plan.metric, rows, sampler=plan.sampler, seed=plan.seeds[0])
 
 
 def _summary_md(plan: SweepPlan, study: str, rows: list[dict[str, Any]]) -> str:
@@ -407,6 +518,8 @@ def _open(plan: SweepPlan) -> tuple[Study, str]:
     """The study, joined or created, and the sweep directory; a storage that cannot be opened is
     refused before the directory is made."""
     url = storage_url(plan.storage, plan.sweep_dir)
+    if plan.resume and (file := storage_file(url)) is not None and not file.is_file():
+        raise UsageError(f"nothing to resume: the storage {file} does not exist: check --storage, or drop --resume")
     options = dict(direction=DIRECTIONS[plan.metric], sampler=plan.sampler, prune=plan.prune, space=plan.space,
                    seeds=plan.seeds, target=plan.total if plan.trials else None, spec=plan.spec(),
                    resume=plan.resume)  # fmt: skip
@@ -419,19 +532,14 @@ def _open(plan: SweepPlan) -> tuple[Study, str]:
 
 
 def _stop_children(sweep: _Sweep, signum: int) -> None:
-    """Pass a signal on to the running trials, unless the terminal already sent it to them
-    (Ctrl-C reaches every process of the foreground group): each stops after its current step."""
-    try:
-        at_terminal = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        at_terminal = False
+    """Pass a signal on to the running trials, whoever sent it: each stops after its current step.
+    (They run in sessions of their own, so a Ctrl-C at the terminal reaches the sweep alone.)"""
     with sweep.lock:
         sweep.stopping = sweep.signalled = True
         children = list(sweep.children)
-    if not at_terminal:
-        for proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signum)
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signum)
     name = signal.Signals(signum).name
     print(f"zoo: {name}: stopping; the running trials stop after their current step, checkpointed "
           f"({name} again stops them at once)", file=sys.stderr, flush=True)  # fmt: skip

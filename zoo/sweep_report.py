@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DIRECTIONS", "better", "best_row", "sweep_object", "configurations", "summary_table", "trial_line",
-           "write_text", "params_text"]  # fmt: skip
+           "write_text", "params_text", "no_trial_completed"]  # fmt: skip
 
 DIRECTIONS = {"best_val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -39,17 +39,31 @@ def best_row(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
     return best
 
 
-def sweep_object(sweep_dir: Path, study: str, metric: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``zoo sweep --json`` object (``sweep.json``)."""
+def sweep_object(sweep_dir: Path, study: str, metric: str, rows: list[dict[str, Any]], *,
+                 sampler: str | None = None, seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The ``zoo sweep --json`` object (``sweep.json``); ``sampler`` and ``seed`` (the sweep's
+    ``--seed``, which seeds the sampler) when given."""
     trials = [{k: v for k, v in row.items() if k != "error" or v} for row in rows]
+    drawn = {"sampler": sampler, "seed": seed} if sampler is not None else {}
     return {
         "sweep_dir": str(sweep_dir),
         "study": study,
         "metric": metric,
         "direction": DIRECTIONS[metric],
+        **drawn,
         "best": best_row(trials, metric),
         "trials": trials,
     }
+
+
+def no_trial_completed(result: dict[str, Any]) -> str:
+    """The error line of a sweep that ended with no trial complete: how its trials ended, the first error."""
+    trials = result["trials"]
+    states = {state: sum(t["state"] == state for t in trials) for state in ("failed", "pruned", "running")}
+    counted = ", ".join(f"{n} {state}" for state, n in states.items() if n) or "no trials"
+    first = next((t for t in trials if t.get("error")), None)
+    error = f"; trial {first['number']}: {first['error']}" if first else ""
+    return f"no trial of {result['sweep_dir']} completed ({counted}){error} (each trial's log: logs/)"
 
 
 def params_text(params: dict[str, Any]) -> str:

@@ -10,13 +10,17 @@ Optuna is an optional extra, imported here only (and in :mod:`zoo.sweep_trial`),
   process succeed (a journal file replays its log in order; other RDBs lock the row). SQLite
   does not lock a row between the read and the write, so a SQLite study is also guarded by a
   ``flock`` on a file beside it.
-* The claimer writes ``zoo_owner`` (host, pid) on the trial: ``--resume`` takes back only the
-  RUNNING trials of a process of this host that is gone.
+* The claimer writes ``zoo_owner`` (host, pid, start time) on the trial, and the trial process
+  it starts ``zoo_child`` (pid, start time): ``--resume`` takes back only the RUNNING trials of a
+  process of this host that is gone, and waits for their ``zoo run`` to be gone too.
+* ``random`` and ``tpe`` draw each configuration from a sampler seeded by the sweep's ``--seed``
+  and how many trials the study holds, so the same command draws the same values.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -33,16 +37,21 @@ __all__ = [
     "INSTALL_HINT",
     "require_optuna",
     "storage_url",
+    "storage_file",
     "open_storage",
     "make_pruner",
     "Study",
     "Claimed",
+    "process_stamp",
+    "child_record",
+    "alive",
 ]
 
 INSTALL_HINT = "pip install 'tudui-zoo[sweep]'"
 SPEC_ATTR = "zoo_sweep"  # study user attribute: what the sweep explores (a joiner must match it)
 QUEUED_ATTR = "zoo_queued"  # study user attribute: how many trials the creator enqueued
-OWNER_ATTR = "zoo_owner"  # trial user attribute: {"host", "pid"} of the process running it
+OWNER_ATTR = "zoo_owner"  # trial user attribute: {"host", "pid", "started"} of the sweep running it
+CHILD_ATTR = "zoo_child"  # trial user attribute: {"pid", "started"} of the trial's zoo run process
 JOIN_WAIT_S = 120.0  # how long a joining process waits for the creator to finish enqueueing
 _POLL_S = 0.05
 
@@ -73,6 +82,11 @@ def storage_url(text: str | None, sweep_dir: Path) -> str:
         f"--storage {text!r}: expected an Optuna RDB URL (sqlite:///PATH, postgresql://...), "
         "a SQLite file (.db) or a journal file (journal:PATH or a .log file)"
     )
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in; None for a database server's."""
+    return Path(url.removeprefix("journal:")) if url.startswith("journal:") else _sqlite_path(url)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -133,15 +147,62 @@ def make_pruner(name: str) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _sampler(name: str) -> Any:
+def _sampler(name: str, seed: int, draws: int = 0) -> Any:
+    """The sampler of the ``draws``-th drawn trial: seeded by the sweep's ``seed`` and ``draws``, so
+    the same command draws the same values, whichever process (or resumed sweep) asks."""
     optuna = require_optuna()
+    mixed = int.from_bytes(hashlib.sha256(f"{seed}:{draws}".encode()).digest()[:4], "big")
     if name == "tpe":
-        return optuna.samplers.TPESampler()
-    return optuna.samplers.RandomSampler()  # a grid's trials are all enqueued: never asked
+        return optuna.samplers.TPESampler(seed=mixed)
+    return optuna.samplers.RandomSampler(seed=mixed)  # a grid's trials are all enqueued: never asked
+
+
+def process_stamp(pid: int) -> str | None:
+    """The start time of live process ``pid`` (Linux's /proc: tells a reused pid apart); "" where
+    it is alive but /proc cannot say; None when no such process runs (a zombie is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except OSError:
+        return ""
+    else:
+        fields = stat.rpartition(")")[2].split()  # fields 3.. of proc(5); the name may hold spaces
+        return None if fields[0] in ("Z", "X") else fields[19]
+    try:  # no /proc: ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
 
 
 def owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """This sweep process, as a trial's ``zoo_owner`` records it."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_stamp(os.getpid())}
+
+
+def child_record(pid: int) -> dict[str, Any]:
+    """A trial's ``zoo run`` process, as its ``zoo_child`` records it."""
+    return {"pid": pid, "started": process_stamp(pid)}
+
+
+def alive(record: Any) -> bool:
+    """Whether the process a ``zoo_owner`` or ``zoo_child`` record names still runs on this host
+    (a pid now held by another process is not it); a record of another host counts as alive."""
+    if not isinstance(record, dict):
+        return False
+    if record.get("host", socket.gethostname()) != socket.gethostname():
+        return True  # another host's: not ours to judge
+    try:
+        stamp = process_stamp(int(record["pid"]))
+    except (ValueError, KeyError, TypeError):
+        return True
+    if stamp is None:
+        return False
+    return not (stamp and record.get("started") and stamp != record["started"])  # else: its pid, reused
 
 
 def _gone(claimed: Any) -> bool:
@@ -150,32 +211,32 @@ def _gone(claimed: Any) -> bool:
         return True  # killed between claiming and writing its name
     if claimed.get("host") != socket.gethostname():
         return False
-    try:
-        os.kill(int(claimed["pid"]), 0)
-    except ProcessLookupError:
+    if not alive(claimed):
         return True
-    except (PermissionError, ValueError, KeyError, TypeError):
-        return False
-    return int(claimed["pid"]) == os.getpid()  # our own pid, reused after a kill -9: ours to take
+    return claimed.get("pid") == os.getpid()  # our own pid, reused after a kill -9: ours to take
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """A trial this process runs: ``resumed`` when taken back from a process that is gone."""
+    """A trial this process runs: ``resumed`` when taken back from a process that is gone, then
+    ``child`` the ``zoo_child`` record of the ``zoo run`` that process had started (if any)."""
 
     number: int
     trial_id: int
     params: dict[str, Any]
     seed: int
     resumed: bool
+    child: dict[str, Any] | None = None
 
 
 class Study:
     """One process's handle on the shared study: claim a trial, tell its result, list them all."""
 
-    def __init__(self, study: Any, storage: Any, url: str, space: Space, seeds: list[int], target: int | None):
+    def __init__(self, study: Any, storage: Any, url: str, space: Space, seeds: list[int], target: int | None,
+                 sampler: str = "random"):  # fmt: skip
         self.study, self.storage, self.url, self.space = study, storage, url, space
         self.seeds, self.target = seeds, target  # target: trials in all (random/tpe), None for a grid
+        self.sampler = sampler
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self._thread_lock = threading.Lock()
 
@@ -192,18 +253,25 @@ class Study:
     @classmethod
     def open(cls, url: str, name: str, *, direction: str, sampler: str, prune: str, space: Space,
              seeds: list[int], target: int | None, spec: dict[str, Any], resume: bool) -> Study:  # fmt: skip
-        """Create study ``name`` and enqueue the grid, or join the one that exists (same ``spec``)."""
+        """Create study ``name`` and enqueue the grid, or join the one that exists (same ``spec``);
+        with ``resume``, only the one that exists."""
         optuna = require_optuna()
         storage = open_storage(url)
-        options = {"storage": storage, "study_name": name, "sampler": _sampler(sampler), "pruner": make_pruner(prune)}
+        options = {"storage": storage, "study_name": name, "sampler": _sampler(sampler, seeds[0]),
+                   "pruner": make_pruner(prune)}  # fmt: skip
         with _file_lock(_lock_path(url)):
             try:
-                study = optuna.create_study(direction=direction, **options)
-                created = True
+                if resume:
+                    study = optuna.load_study(**options)
+                else:
+                    study = optuna.create_study(direction=direction, **options)
+                created = not resume
             except optuna.exceptions.DuplicatedStudyError:
                 study = optuna.load_study(**options)
                 created = False
-        handle = cls(study, storage, url, space, seeds, target)
+            except KeyError:  # --resume, and no study of that name
+                raise _no_study(name, url, optuna.get_all_study_names(storage)) from None
+        handle = cls(study, storage, url, space, seeds, target, sampler)
         if created:
             study.set_user_attr(SPEC_ATTR, spec)
             handle.fill()
@@ -259,7 +327,8 @@ class Study:
             trial_id = self._pop_waiting()
             if trial_id is not None:
                 trial = optuna.trial.Trial(self.study, trial_id)
-            elif self.target is not None and len(self.study.get_trials(deepcopy=False)) < self.target:
+            elif self.target is not None and (held := len(self.study.get_trials(deepcopy=False))) < self.target:
+                self.study.sampler = _sampler(self.sampler, self.seeds[0], held)
                 trial = self.study.ask()  # random/tpe: the sampler draws a new configuration
                 trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
             else:
@@ -310,8 +379,9 @@ class Study:
                 trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, frozen.number)
                 self.storage.set_trial_user_attr(trial_id, OWNER_ATTR, owner())
                 params = self.suggest(optuna.trial.Trial(self.study, trial_id))
-                seed = frozen.user_attrs.get("seed", self.seeds[0])
-                taken.append(Claimed(frozen.number, trial_id, params, int(seed), resumed=True))
+                seed = int(frozen.user_attrs.get("seed", self.seeds[0]))
+                child = frozen.user_attrs.get(CHILD_ATTR)
+                taken.append(Claimed(frozen.number, trial_id, params, seed, resumed=True, child=child))
         return taken
 
     def set_attrs(self, claimed: Claimed, attrs: dict[str, Any]) -> None:
@@ -347,6 +417,13 @@ class Study:
                 "seconds": attrs.get("seconds"), "error": attrs.get("error"),
             })  # fmt: skip
         return sorted(rows, key=lambda r: r["number"])
+
+
+def _no_study(name: str, url: str, names: list[str]) -> UsageError:
+    held = f"it holds {', '.join(repr(n) for n in sorted(names))}" if names else "it holds none"
+    return UsageError(
+        f"nothing to resume: no study '{name}' in {url} ({held}): check --study, or drop --resume to start one"
+    )
 
 
 def _key(params: dict[str, Any], seed: Any) -> tuple[Any, ...]:

@@ -6,23 +6,32 @@ reports the epoch's value to the trial; when the pruner says the trial is worse 
 it marks the trial and sends this process SIGINT, so the run stops through its own signal path:
 the epoch's checkpoint is kept, the run exits 130, and the sweep records the trial as pruned.
 The trial process itself decides, so no clock and no polling parent races the run's end.
+
+On Linux a trial also stops with its sweep (:func:`die_with_sweep`): a sweep killed even by SIGKILL
+leaves no trial training on, unseen, in a directory that ``zoo sweep --resume`` would reuse.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 from typing import Any
 
 from zoo import hookimpl
 
-__all__ = ["ENV_STORAGE", "ENV_STUDY", "ENV_TRIAL", "ENV_PRUNE", "ENV_METRIC", "PRUNED_ATTR", "attach", "epoch_value"]
+__all__ = ["ENV_STORAGE", "ENV_STUDY", "ENV_TRIAL", "ENV_PRUNE", "ENV_METRIC", "ENV_PARENT", "PRUNED_ATTR", "attach",
+           "die_with_sweep", "epoch_value"]  # fmt: skip
 
 ENV_STORAGE = "ZOO_SWEEP_STORAGE"  # the study's storage URL (zoo.sweep_study.storage_url)
 ENV_STUDY = "ZOO_SWEEP_STUDY"  # the study's name
 ENV_TRIAL = "ZOO_SWEEP_TRIAL"  # the trial's number
 ENV_PRUNE = "ZOO_SWEEP_PRUNE"  # median | none
 ENV_METRIC = "ZOO_SWEEP_METRIC"  # best_val_accuracy | val_loss
+ENV_PARENT = "ZOO_SWEEP_PARENT"  # the pid of the sweep that started this trial process
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_SWEEP_GONE = threading.Event()  # set by the first parent-death signal
 PRUNED_ATTR = "zoo_pruned_epoch"  # trial user attribute: the epoch after which the run was pruned
 
 
@@ -65,10 +74,38 @@ class TrialReporter:
             signal.raise_signal(signal.SIGTERM if ignored else signal.SIGINT)
 
 
+def die_with_sweep() -> None:
+    """Linux: this trial process stops as on one SIGTERM when the sweep that started it dies, however
+    (SIGKILL too): the run stops after its current step, checkpointed, and ``--resume`` continues it.
+    The kernel's parent-death signal is SIGHUP, which may come once per thread of the dying sweep
+    (the trial passes from thread to thread): only the first becomes a SIGTERM, since a second
+    SIGTERM would stop the run at once. Only the process the sweep started asks (its ``--nproc``
+    workers follow their launcher)."""
+    parent = os.environ.pop(ENV_PARENT, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    signal.signal(signal.SIGHUP, _sweep_gone)
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0) == 0 and str(os.getppid()) != parent:
+        _sweep_gone()  # the sweep died before we asked: nothing trained yet
+
+
+def _sweep_gone(*_: Any) -> None:
+    if not _SWEEP_GONE.is_set():
+        _SWEEP_GONE.set()
+        signal.raise_signal(signal.SIGTERM)  # the run's own stop (zoo.events.StopControl)
+
+
 def attach() -> None:
     """Register the reporter when this process is a sweep's trial (its variables are set)."""
     if not os.environ.get(ENV_TRIAL):
         return
+    die_with_sweep()
     from zoo.plugins import PluginInfo, get_plugin_host
 
     reporter = TrialReporter(
