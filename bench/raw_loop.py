@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 def flip_and_crop(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -46,11 +47,15 @@ def train_epochs(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ema: AveragedModel | None = None,
+    clip_grad_norm: float | None = None,
 ) -> list[tuple[int, float]]:
     """Train ``epochs`` epochs; ``(images, seconds)`` of each, timed as the runner times its own.
 
     ``images``/``labels``/``shift``/``divisor`` are already on the training device (what
-    ``TensorImageDataset.to_device`` gives); ``model`` may be a ``torch.compile`` wrapper.
+    ``TensorImageDataset.to_device`` gives); ``model`` may be a ``torch.compile`` wrapper. ``ema`` (from
+    :func:`ema_of`) is updated after each step and ``clip_grad_norm`` clips the gradients' norm
+    before it, as one writes them by hand.
     """
     device = images.device
     n = images.shape[0]
@@ -76,8 +81,17 @@ def train_epochs(
                 with torch.autocast(device.type, dtype=amp_dtype):
                     loss = criterion(model(inputs), targets)
             loss.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epochs_done.append((n, time.perf_counter() - start))
     return epochs_done
+
+
+def ema_of(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights, torch's way (``--ema``'s baseline)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
