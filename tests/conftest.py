@@ -10,6 +10,13 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# Before anything imports torch (OpenMP reads it once, at load), here and in every process the
+# tests start (they inherit it): a thread waiting at the end of a parallel region sleeps instead
+# of spinning. Spinning pays off on an idle machine; on two busy cores, with the tests' tiny
+# tensors, the spinning thread takes the core its partner needs: steps 5-10x slower. The
+# results are the same either way (the same threads do the same sums).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 from zoo.plugins import reset_plugin_host

@@ -130,36 +130,36 @@ def test_registry_commands_do_not_import_torch(command):
     assert result.returncode == 0, result.stderr
 
 
-def test_show_optimizer_lists_parameters_and_defaults(zoo_cli):
-    info = json.loads(zoo_cli("show", "adagrad", "--json").stdout)
+def test_show_optimizer_lists_parameters_and_defaults(zoo_fork):
+    info = json.loads(zoo_fork("show", "adagrad", "--json").stdout)
     params = {p["name"]: p for p in info["parameters"]}
     assert params["lr"]["default"] == 0.01 and params["eps"]["default"] == 1e-10
     assert {"lr_decay", "weight_decay", "initial_accumulator_value"} <= set(params)
-    text = zoo_cli("show", "sgd").stdout
+    text = zoo_fork("show", "sgd").stdout
     assert "lr" in text and "0.01" in text  # the zoo's default, from the seed
 
 
-def test_show_model(zoo_cli):
-    info = json.loads(zoo_cli("show", "tudui", "--json").stdout)
+def test_show_model(zoo_fork):
+    info = json.loads(zoo_fork("show", "tudui", "--json").stdout)
     assert info["parameters"] == 145578 and info["output_shape"] == ["batch", 10]
     assert "Conv2d(3, 32, kernel_size=(5, 5)" in info["architecture"]
 
 
 @pytest.mark.slow  # builds a VGG16
-def test_show_a_variant_names_its_base_and_edits(zoo_cli):
-    info = json.loads(zoo_cli("show", "vgg16-replace-classifier", "--json").stdout)
+def test_show_a_variant_names_its_base_and_edits(zoo_fork):
+    info = json.loads(zoo_fork("show", "vgg16-replace-classifier", "--json").stdout)
     assert info["edits"][0]["text"] == "replace classifier.6 with Linear(4096, num_classes)"
     assert info["output_shape"] == ["batch", 10] and info["base"] == "vgg16"
 
 
 @pytest.mark.slow
-def test_naive_add_module_is_refused_on_the_command_line(zoo_cli, tmp_path):
+def test_naive_add_module_is_refused_on_the_command_line(zoo_fork, tmp_path):
     path = tmp_path / "naive.yaml"
     path.write_text(
         "models:\n  vgg16-naive:\n    base: vgg16\n    base_classes: 1000\n    edits:\n"
         "      - add_module: add_linear\n        layer: Linear\n        args: [1000, $num_classes]\n"
     )
-    result = zoo_cli("show", "vgg16-naive", "--registry", str(path))
+    result = zoo_fork("show", "vgg16-naive", "--registry", str(path))
     assert_user_error(result, 2, f"{path}:3", "never called", "append: add_linear")
 
 

@@ -170,10 +170,10 @@ def test_check_marks_misfits_incompatible(zoo_fork):
 
 
 @pytest.mark.slow
-def test_vgg16_lbfgs_is_refused_up_front_with_its_memory_estimate(zoo_cli):
-    result = zoo_cli("run", "vgg16", "lbfgs", "--data", "fake", "--out", "runs/never")
+def test_vgg16_lbfgs_is_refused_up_front_with_its_memory_estimate(zoo_fork):
+    result = zoo_fork("run", "vgg16", "lbfgs", "--data", "fake", "--out", "runs/never")
     assert_user_error(result, 2, "GiB", "history_size")
-    assert not (zoo_cli.cwd / "runs").exists()
+    assert not (zoo_fork.cwd / "runs").exists()
 
 
 def test_missing_cifar10_names_the_directory_and_the_remedies(zoo_fork):

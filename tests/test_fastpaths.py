@@ -73,9 +73,9 @@ def test_a_training_step_reads_nothing_back_and_touches_no_item(tmp_path, monkey
     # Twice the steps, and the difference is the per-step cost: one read per NaN-check window.
     # The steps are counted, not assumed: a data set smaller than the longer run asks for would
     # give both runs the same steps and a difference of 0 whatever a step reads.
-    short = probed_run(tmp_path / "short", 2 * CHECK_EVERY, monkeypatch)
-    long = probed_run(tmp_path / "long", 4 * CHECK_EVERY, monkeypatch)
-    assert (short[2], long[2]) == (2 * CHECK_EVERY, 4 * CHECK_EVERY)
+    short = probed_run(tmp_path / "short", CHECK_EVERY, monkeypatch)
+    long = probed_run(tmp_path / "long", 2 * CHECK_EVERY, monkeypatch)
+    assert (short[2], long[2]) == (CHECK_EVERY, 2 * CHECK_EVERY)
     assert per_step((short[0], short[2]), (long[0], long[2])) <= 1 / CHECK_EVERY, (short, long)
     assert short[1] == long[1] == 0  # batches are index_select slices of one tensor, never items
 

@@ -268,6 +268,8 @@ def test_every_hook_has_a_test(tmp_path):
     # (tests/hookspy.py watches every hook call).
     hooks = sorted(n for n in dir(hookspecs) if n.startswith(("register_", "on_")))
     report = tmp_path / "hooks.json"
+    # the files that name a test_hook_ test: collecting the other fifty would select nothing more
+    files = [str(path) for path in sorted((ROOT / "tests").glob("test_*.py")) if "test_hook_" in path.read_text()]
     result = subprocess.run(
         [
             sys.executable,
@@ -280,7 +282,7 @@ def test_every_hook_has_a_test(tmp_path):
             "hookspy",
             "-k",
             "test_hook_",
-            str(ROOT / "tests"),
+            *files,
         ],
         cwd=ROOT,
         capture_output=True,

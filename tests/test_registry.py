@@ -61,6 +61,15 @@ def builds_with_batch_by_classes_output(registry, name: str) -> None:
     assert torch.isfinite(out).all()
 
 
+def on_meta(registry, name: str, num_classes: int = 10, **kwargs):
+    """``registry.build_model`` on the meta device: the edits, the dry forward pass and its checks
+    on shapes alone, without initialising VGG16's 138M weights (~2.5 s each on two cores). The
+    VGG16 variants are built for real by test_every_model_builds_with_batch_by_classes_output and
+    trained by tests/test_checkpoint.py."""
+    with torch.device("meta"):
+        return registry.build_model(name, num_classes, **kwargs)
+
+
 def test_tudui_builds_with_batch_by_classes_output(registry):
     builds_with_batch_by_classes_output(registry, "tudui")
 
@@ -138,37 +147,34 @@ models:
 """
 
 
-@pytest.mark.slow
 def test_naive_top_level_add_module_is_refused_with_the_fix(tmp_path):
     registry = get_registry([write(tmp_path, NAIVE)])
     with pytest.raises(UsageError) as caught:
-        registry.build_model("vgg16-naive", 10)
+        on_meta(registry, "vgg16-naive")
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'mine.yaml'}:3: model 'vgg16-naive'")
     assert "never called" in message and "output stays (2, 1000)" in message and "append: add_linear" in message
 
 
-@pytest.mark.slow
 def test_append_keeps_the_seed_state_dict_keys_and_runs_the_module(registry):
-    model = registry.build_model("vgg16-add-linear", 10)
+    model = on_meta(registry, "vgg16-add-linear")  # build_model checks that add_linear runs
     keys = list(model.state_dict())
     assert keys[-2:] == ["add_linear.weight", "add_linear.bias"]  # as vgg16.add_module('add_linear', ...)
     assert model.classifier[6].out_features == 1000
 
 
-@pytest.mark.slow
 def test_replace_matches_the_seed_classifier_6_edit(registry):
     import torchvision
 
-    model = registry.build_model("vgg16-replace-classifier", 10)
-    seed = torchvision.models.vgg16()
-    seed.classifier[6] = torch.nn.Linear(4096, 10)
+    model = on_meta(registry, "vgg16-replace-classifier")
+    with torch.device("meta"):  # a strict load checks names and shapes, which the meta device has
+        seed = torchvision.models.vgg16()
+        seed.classifier[6] = torch.nn.Linear(4096, 10)
     seed.load_state_dict(model.state_dict(), strict=True)
 
 
-@pytest.mark.slow
 def test_classifier_add_module_appends_inside_the_sequential(registry):
-    model = registry.build_model("vgg16-classifier-add-linear", 10)
+    model = on_meta(registry, "vgg16-classifier-add-linear")
     assert list(model.classifier._modules)[-1] == "add_linear"
 
 
@@ -243,14 +249,13 @@ BAD_BUILDS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_BUILDS))
 def test_bad_edit_is_refused_when_built(tmp_path, case):
     edit, expected = BAD_BUILDS[case]
     path = write(tmp_path, f"models:\n  mine:\n    base: vgg16\n    edits:\n      - {edit}\n")
     registry = get_registry([path])
     with pytest.raises(UsageError) as caught:
-        registry.build_model("mine", 10)
+        on_meta(registry, "mine")
     assert expected in str(caught.value)
     assert str(caught.value).startswith(path + ":")
 
