@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -420,6 +423,60 @@ def test_dataloader_path_for_other_datasets():
 def test_dataloader_path_with_persistent_workers():
     batches = iterate_batches(PlainDataset(12), 4, shuffle=False, workers=2)
     for _ in range(2):
+        assert torch.cat([y for _, y in batches]).tolist() == list(range(12))
+
+
+def _workers(batches) -> list:
+    """The worker processes of ``batches``' DataLoader (started by its first epoch)."""
+    return list(batches._loader._iterator._workers)
+
+
+def test_workers_end_when_their_batches_are_dropped_not_when_the_collector_runs():
+    # A reference cycle (batches, DataLoader, sampler) would leave them to the cyclic collector,
+    # which may stop the queue that tells them to exit before it asks them to.
+    batches = iterate_batches(PlainDataset(12), 4, shuffle=False, workers=2)
+    next(iter(batches))  # mid-epoch, as a stopped run leaves them
+    workers = _workers(batches)
+    gc.disable()
+    try:
+        del batches
+        assert [w.is_alive() for w in workers] == [False, False]
+        assert [w.exitcode for w in workers] == [0, 0]  # they exited, not killed
+    finally:
+        gc.enable()
+
+
+def test_close_ends_the_workers_however_the_epoch_was_left_and_a_later_epoch_starts_anew():
+    batches = iterate_batches(PlainDataset(12), 4, shuffle=True, generator=torch.Generator().manual_seed(0), workers=2)
+    epoch = iter(batches)
+    next(epoch)  # left half-way, still referenced (as by an interrupted run's traceback)
+    workers = _workers(batches)
+    with batches:
+        pass
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(12))
+    batches.close()
+
+
+class CtrlCDataset(PlainDataset):
+    """In a worker, item ``at`` sends the worker SIGINT, as Ctrl-C at a terminal reaches every
+    process of the foreground group."""
+
+    def __init__(self, n: int, at: int):
+        super().__init__(n)
+        self.at = at
+
+    def __getitem__(self, i: int):
+        if i == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_ctrl_c_leaves_the_workers_to_the_main_process():
+    # The main process stops after its step (checkpointed): a worker gone on a KeyboardInterrupt
+    # would fail the step before that.
+    with iterate_batches(CtrlCDataset(12, at=5), 4, shuffle=False, workers=2) as batches:
+        assert torch.cat([y for _, y in batches]).tolist() == list(range(12))
         assert torch.cat([y for _, y in batches]).tolist() == list(range(12))
 
 

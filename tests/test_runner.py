@@ -7,6 +7,7 @@ well under a second after the first.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+import datafiles
 import zoo.runner as runner
 from zoo import hookimpl
 from zoo.data import TensorImageDataset
@@ -185,6 +187,18 @@ def test_a_signal_mid_epoch_checkpoints_and_resume_continues_bitwise(tmp_path, m
     run(tiny(tmp_path / "stopped", epochs=3, resume=True))
     assert_bitwise_equal(weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "stopped" / "last.pt"))
     assert metric_lines(tmp_path / "straight") == metric_lines(tmp_path / "stopped")
+
+
+def test_a_stopped_run_ends_its_dataloader_workers_though_its_traceback_holds_the_epoch(tmp_path, monkeypatch):
+    datafiles.write_image_folder(tmp_path / "images", per_class=4)
+    before = set(multiprocessing.active_children())
+    monkeypatch.setenv("ZOO_TEST_KILL_WORKER", "0:2:SIGTERM")
+    config = RunConfig("tudui", "sgd", data="imagefolder", data_dir=str(tmp_path / "images"), batch_size=4,
+                       epochs=2, workers=2, out=str(tmp_path / "r"), quiet=True)  # fmt: skip
+    with pytest.raises(Interrupted) as info:  # info keeps the traceback, and with it the epoch's iterator
+        run(config)
+    assert info.value.exit_code == 143
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_a_second_sigint_stops_at_once_leaving_the_previous_checkpoint(tmp_path, monkeypatch):

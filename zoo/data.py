@@ -16,11 +16,14 @@ module, so importing torch at the top costs ``zoo list`` nothing.
 from __future__ import annotations
 
 import math
+import signal
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -128,6 +131,18 @@ class TensorImageDataset(Dataset):
         self._on_device.clear()
 
 
+def _ctrl_c_to_the_main_process(worker_id: int) -> None:
+    """In a DataLoader worker: SIGINT ignored, the main process decides.
+
+    Ctrl-C at a terminal reaches every process of the foreground group. The main process then
+    stops after its step and checkpoints, which needs the workers' batches until then; a worker
+    that left on the KeyboardInterrupt (or, inheriting the run's handler, on a second Ctrl-C)
+    would fail that step instead. SIGTERM keeps its default: it is how the DataLoader, and
+    multiprocessing at exit, end a worker that did not stop when told."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _resolve(device: torch.device | str) -> torch.device:
     # "cuda" and "cuda:0" must share one cache entry.
     device = torch.device(device)
@@ -204,7 +219,25 @@ class Batches:
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=workers > 0,
                 generator=torch.Generator().manual_seed(seed),
+                worker_init_fn=_ctrl_c_to_the_main_process,
             )
+
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the DataLoader's workers now (as Lightning does), not whenever the garbage collector
+        frees them: an interrupted run's traceback keeps the epoch's iterator in a reference cycle,
+        and the cyclic collector ends workers badly (see :class:`_Shards`)."""
+        loader = self._loader
+        iterator = getattr(loader, "_iterator", None)  # DataLoader keeps it with persistent workers
+        if isinstance(iterator, _MultiProcessingDataLoaderIter):
+            iterator._shutdown_workers()
+        if loader is not None:
+            loader._iterator = None
 
     def __len__(self) -> int:
         if self.shuffle:
@@ -289,10 +322,22 @@ class Batches:
 
 
 class _Shards:
-    """A DataLoader ``batch_sampler`` over :meth:`Batches.shards`: one list of indices per step."""
+    """A DataLoader ``batch_sampler`` over :meth:`Batches.shards`: one list of indices per step.
+
+    It holds its :class:`Batches` weakly: a reference back would make a cycle (Batches, its
+    DataLoader, this sampler), and a DataLoader freed by the cyclic collector ends its workers
+    badly. The collector may run multiprocessing's finalizers first, which stop the queue that
+    would tell the workers to exit, and each worker is then waited for in vain (seconds) and
+    killed. Freed when the last reference goes, it ends them at once."""
 
     def __init__(self, batches: Batches):
-        self.batches = batches
+        self._batches = weakref.ref(batches)
+
+    @property
+    def batches(self) -> Batches:
+        batches = self._batches()
+        assert batches is not None, "the DataLoader outlived its Batches"
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         for index in self.batches.shards():

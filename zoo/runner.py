@@ -187,7 +187,8 @@ def run(config: RunConfig, progress_stream: TextIO | None = None) -> dict[str, A
     # torch._dynamo, 2 s and 150 MiB that nothing here would use (zoo/eager.py).
     with without_dynamo(not config.compile):
         job = prepare(config, progress_stream)  # refuses what it can before writing anything
-        return train(job)
+        with job.train_batches, job.val_batches:  # their DataLoader workers end with the run
+            return train(job)
 
 
 def train(job: Job) -> dict[str, Any]:
