@@ -206,3 +206,21 @@ def test_an_empty_folder_is_a_failed_run_and_a_folder_of_other_files_is_not_a_ru
     assert result.returncode == 0, result.stderr
     empty = [line for line in result.stdout.splitlines() if "tudui-sgd-20261125-233000" in line]
     assert len(empty) == 1 and "failed" in empty[0] and "empty: no config.yaml" in empty[0]
+
+
+def test_a_running_status_whose_process_is_gone_or_a_zombie_is_interrupted(tmp_path):
+    # SIGKILL leaves status "running"; until its parent reaps it the process is a zombie, which
+    # still answers kill(pid, 0).
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    reaped = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped.wait()
+    pids = {"alive": os.getpid(), "zombie": child.pid, "gone": reaped.pid, "unrecorded": None}
+    try:
+        for name, pid in pids.items():
+            status = {"status": "running", "updated": "2026-11-25T21:02:00Z", "epochs_done": 2, "pid": pid}
+            write_run(tmp_path, name, epochs=10, done=2, started="2026-11-25T21:01:00Z", status=status)
+        rows = {r["run_dir"].rsplit(os.sep, 1)[-1]: r["status"] for r in list_runs(tmp_path)}
+    finally:
+        child.wait()
+    assert rows == {"alive": "running", "zombie": "interrupted", "gone": "interrupted", "unrecorded": "running"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import UsageError
+from zoo.processes import pid_alive
 
 __all__ = [
     "RUN_FILES",
@@ -121,19 +121,6 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
     return status
 
 
-def _alive(pid: Any) -> bool:
-    """Whether a process with this pid exists on this machine (unknown pids count as alive)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _best_accuracy(metrics: list[dict[str, Any]]) -> float | None:
     values = [m.get("val_accuracy") for m in metrics]
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
@@ -223,7 +210,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
     if problems:
         row["status"], row["error"] = "failed", "; ".join(problems)
-    elif status is not None and status["status"] == "running" and not _alive(status.get("pid")):
+    elif status is not None and status["status"] == "running" and not pid_alive(status.get("pid")):
         # SIGKILL (or a power cut) leaves "running" behind: nothing is running it any more
         row["status"], row["error"] = (
             "interrupted",

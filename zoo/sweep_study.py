@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import UsageError, one_line
+from zoo.processes import alive, process_stamp
 from zoo.sweep_space import Choices, Range, Space
 
 __all__ = [
@@ -157,28 +158,6 @@ def _sampler(name: str, seed: int, draws: int = 0) -> Any:
     return optuna.samplers.RandomSampler(seed=mixed)  # a grid's trials are all enqueued: never asked
 
 
-def process_stamp(pid: int) -> str | None:
-    """The start time of live process ``pid`` (Linux's /proc: tells a reused pid apart); "" where
-    it is alive but /proc cannot say; None when no such process runs (a zombie is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return None
-    except OSError:
-        return ""
-    else:
-        fields = stat.rpartition(")")[2].split()  # fields 3.. of proc(5); the name may hold spaces
-        return None if fields[0] in ("Z", "X") else fields[19]
-    try:  # no /proc: ask the kernel
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return ""
-
-
 def owner() -> dict[str, Any]:
     """This sweep process, as a trial's ``zoo_owner`` records it."""
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_stamp(os.getpid())}
@@ -187,22 +166,6 @@ def owner() -> dict[str, Any]:
 def child_record(pid: int) -> dict[str, Any]:
     """A trial's ``zoo run`` process, as its ``zoo_child`` records it."""
     return {"pid": pid, "started": process_stamp(pid)}
-
-
-def alive(record: Any) -> bool:
-    """Whether the process a ``zoo_owner`` or ``zoo_child`` record names still runs on this host
-    (a pid now held by another process is not it); a record of another host counts as alive."""
-    if not isinstance(record, dict):
-        return False
-    if record.get("host", socket.gethostname()) != socket.gethostname():
-        return True  # another host's: not ours to judge
-    try:
-        stamp = process_stamp(int(record["pid"]))
-    except (ValueError, KeyError, TypeError):
-        return True
-    if stamp is None:
-        return False
-    return not (stamp and record.get("started") and stamp != record["started"])  # else: its pid, reused
 
 
 def _gone(claimed: Any) -> bool:
