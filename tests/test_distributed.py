@@ -566,6 +566,43 @@ def test_a_single_process_dist_changes_nothing():
     assert one.describe() == "cpu" and one.is_main and not one.distributed
 
 
+def test_an_accumulated_step_averages_gradients_over_the_ranks_once_not_once_a_batch(tmp_path):
+    # A one-process gloo group: DDP runs its reducer as with more. A communication hook counts the
+    # all-reduces of the three batches of one --accumulate 3 step.
+    import torch.distributed as torch_dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from zoo.steps import accumulation_step
+
+    torch_dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = DistributedDataParallel(torch.nn.Linear(4, 3))
+        reduced = []
+
+        def count(state, bucket):
+            reduced.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        model.register_comm_hook(None, count)
+        bare = torch.nn.Linear(4, 3)
+        bare.load_state_dict(model.module.state_dict())
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        inputs, targets = torch.randn(3, 2, 4), torch.tensor([[0, 1], [2, 0], [1, 1]])
+        for i in range(3):
+            accumulation_step(model, optimizer, torch.nn.CrossEntropyLoss(), inputs[i], targets[i],
+                              first=i == 0, last=i == 2, scale=1 / 3)  # fmt: skip
+        assert reduced == [0]  # one bucket (a small model), reduced once: after the last batch
+        # The step is still the one of the three batches' mean gradient.
+        sum(torch.nn.functional.cross_entropy(bare(inputs[i]), targets[i]) / 3 for i in range(3)).backward()
+        for trained, p in zip(model.module.parameters(), bare.parameters()):
+            torch.testing.assert_close(trained, p.detach() - 0.1 * p.grad)
+    finally:
+        torch_dist.destroy_process_group()
+
+
 @pytest.mark.slow
 def test_a_recipe_run_restarted_after_a_killed_worker_equals_the_uninterrupted_one(zoo_forked):
     # warmup-cosine, flip, crop, an EMA, label smoothing and accumulation under --nproc 2: rank 1

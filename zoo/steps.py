@@ -7,6 +7,7 @@ Neither reads a value back to the host per batch: losses and sums stay on the de
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -100,11 +101,16 @@ def accumulation_step(
 ) -> torch.Tensor:
     """One batch of an accumulated step (``--accumulate N``): its gradient, times ``scale`` (one
     over the batches in the step), adds to those of the batches before it; the optimizer steps
-    after the ``last`` one. Returns the batch's loss, detached, on the device."""
+    after the ``last`` one. Returns the batch's loss, detached, on the device.
+
+    Under DistributedDataParallel the batches before the ``last`` keep their gradients to this
+    process (``no_sync``): the ranks average the sum once, at the last, instead of once a batch."""
     if first:
         optimizer.zero_grad(set_to_none=True)
-    loss = _loss(model, criterion, inputs, targets, amp_dtype)
-    (loss * scale).backward()
+    no_sync = None if last else getattr(model, "no_sync", None)
+    with no_sync() if no_sync is not None else contextlib.nullcontext():
+        loss = _loss(model, criterion, inputs, targets, amp_dtype)
+        (loss * scale).backward()
     if last:
         if clip_grad_norm is not None:
             _clip(optimizer, clip_grad_norm)
