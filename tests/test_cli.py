@@ -171,7 +171,7 @@ def test_naive_add_module_is_refused_on_the_command_line(zoo_fork, tmp_path):
         (["run", "tudui"], ["the following arguments are required: optimizer"]),
         (["run", "tudui", "sgd", "--epochs", "0"], ["argument --epochs: expected a positive integer, got 0"]),
         (["run", "tudui", "sgd", "--batch-size", "-4"], ["--batch-size: expected a positive integer, got -4"]),
-        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+        (["frobnicate"], ["unknown command 'frobnicate'"]),
         (["list", "--registry", "/nonexistent/zoo.yaml"], ["registry file /nonexistent/zoo.yaml does not exist"]),
     ],
 )

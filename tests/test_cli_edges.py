@@ -119,6 +119,21 @@ def test_a_prefix_of_a_flag_is_a_usage_error_naming_it(zoo_fork, args, given, me
     assert not (zoo_fork.cwd / "x.pth").exists()
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("--vers",), ("unrecognized arguments: --vers", "--version", "zoo --help")),
+        (("lst", "models"), ("unknown command 'lst'", "did you mean 'list'?", "commands: list, show")),
+        (("frobnicate",), ("unknown command 'frobnicate'", "commands: list, show")),
+    ],
+    ids=["flag", "misspelt-command", "unknown-command"],
+)
+def test_the_first_word_is_checked_before_argparse_asks_for_a_command(zoo_fork, args, expected):
+    """Before: ``zoo --vers`` said "the following arguments are required: COMMAND", and
+    ``zoo lst`` listed the choices without the one it was meant to be."""
+    assert_user_error(zoo_fork(*args), 2, *expected)
+
+
 # -- 3. zoo check and zoo.create_optimizer build optimizers without torch._dynamo -----------------
 
 

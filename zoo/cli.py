@@ -36,11 +36,29 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
         """As argparse's, but an unknown flag is reported by the sub-command that was given it,
         with the flags it was perhaps meant to be."""
+        self._check_command(sys.argv[1:] if args is None else list(args))
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = _chosen_command(self, parsed)
             command.error(f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(command, extras)}")
         return parsed
+
+    def _check_command(self, args: list[str]) -> None:
+        """Before argparse's "required: COMMAND" or "invalid choice": what the first word was
+        perhaps meant to be (``zoo lst``, ``zoo --vers``)."""
+        commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if not commands or not args:
+            return
+        first = args[0]
+        flags = [s for a in self._actions for s in a.option_strings]
+        if first.startswith("-") and first.split("=", 1)[0] not in flags:
+            self.error(f"unrecognized arguments: {first}{_did_you_mean(self, [first])}")
+        if not first.startswith("-") and first not in commands:
+            import difflib
+
+            close = difflib.get_close_matches(first, list(commands), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            self.error(f"unknown command '{first}'{hint} (commands: {', '.join(commands)})")
 
 
 def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
