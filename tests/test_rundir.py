@@ -6,6 +6,7 @@ import collections
 import errno
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import zoo.files
 import zoo.rundir
 from zoo.errors import RunError, UsageError
+from zoo.processes import process_stamp
 from zoo.rundir import RunDir, default_run_dir
 
 
@@ -81,6 +83,7 @@ def test_files_written_as_documented(tmp_path):
     status = json.loads((run_dir.path / "status.json").read_text())
     assert status["status"] == "running" and status["epochs_done"] == 2 and status["pid"] == os.getpid()
     assert status["error"] is None and status["started"] == run_dir.started
+    assert status["host"] == socket.gethostname() and status["process_started"] == process_stamp(os.getpid())
     assert run_dir.save_checkpoint(run_dir.last, {"epoch": 2}) is True
     assert run_dir.last.stat().st_size > 0
 

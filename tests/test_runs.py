@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import assert_user_error
 from runfiles import metrics_line, write_run
 from zoo.errors import UsageError
+from zoo.processes import process_stamp
 from zoo.runs import list_runs
 
 
@@ -208,19 +210,34 @@ def test_an_empty_folder_is_a_failed_run_and_a_folder_of_other_files_is_not_a_ru
     assert len(empty) == 1 and "failed" in empty[0] and "empty: no config.yaml" in empty[0]
 
 
-def test_a_running_status_whose_process_is_gone_or_a_zombie_is_interrupted(tmp_path):
+def test_a_running_status_whose_process_is_gone_a_zombie_or_another_is_interrupted(tmp_path):
     # SIGKILL leaves status "running"; until its parent reaps it the process is a zombie, which
     # still answers kill(pid, 0).
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
     reaped = subprocess.Popen([sys.executable, "-c", "pass"])
     reaped.wait()
-    pids = {"alive": os.getpid(), "zombie": child.pid, "gone": reaped.pid, "unrecorded": None}
+    here, me = socket.gethostname(), process_stamp(os.getpid())
+    records = {
+        "alive": {"pid": os.getpid(), "host": here, "process_started": me},
+        "zombie": {"pid": child.pid},
+        "gone": {"pid": reaped.pid, "host": here},
+        "reused": {"pid": os.getpid(), "host": here, "process_started": "1"},  # the pid, another process's now
+        "elsewhere": {"pid": reaped.pid, "host": "another-host"},  # a shared file system: not ours to judge
+        "unrecorded": {"pid": None},
+    }
     try:
-        for name, pid in pids.items():
-            status = {"status": "running", "updated": "2026-11-25T21:02:00Z", "epochs_done": 2, "pid": pid}
+        for name, record in records.items():
+            status = {"status": "running", "updated": "2026-11-25T21:02:00Z", "epochs_done": 2, **record}
             write_run(tmp_path, name, epochs=10, done=2, started="2026-11-25T21:01:00Z", status=status)
         rows = {r["run_dir"].rsplit(os.sep, 1)[-1]: r["status"] for r in list_runs(tmp_path)}
     finally:
         child.wait()
-    assert rows == {"alive": "running", "zombie": "interrupted", "gone": "interrupted", "unrecorded": "running"}
+    assert rows == {
+        "alive": "running",
+        "zombie": "interrupted",
+        "gone": "interrupted",
+        "reused": "interrupted",
+        "elsewhere": "running",
+        "unrecorded": "running",
+    }

@@ -52,9 +52,16 @@ def alive(record: Any) -> bool:
     return not (stamp and record.get("started") and stamp != record["started"])  # else: its pid, reused
 
 
-def pid_alive(pid: Any) -> bool:
-    """Whether process ``pid`` runs on this machine, a zombie not counted; a pid that is not a
-    positive integer (an old or hand-written record) counts as alive: nothing says it is gone."""
+def pid_alive(pid: Any, *, host: Any = None, started: Any = None) -> bool:
+    """Whether process ``pid`` of ``host`` (None: this one) runs, a zombie not counted, nor
+    another process now holding the pid (``started``: its :func:`process_stamp`, when recorded).
+    A pid that is not a positive integer (an old or hand-written record) counts as alive, and so
+    does another host's process: nothing here says it is gone."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return True
-    return process_stamp(pid) is not None
+    record: dict[str, Any] = {"pid": pid}
+    if isinstance(host, str) and host:
+        record["host"] = host
+    if isinstance(started, str) and started:
+        record["started"] = started
+    return alive(record)

@@ -17,12 +17,14 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import RunError, UsageError
 from zoo.files import atomic_save, atomic_write, remove_stale_temp_files
+from zoo.processes import process_stamp
 
 __all__ = ["RunDir", "CHECKPOINTS", "RUN_FILES", "default_run_dir", "exists_error", "resume_error"]
 
@@ -65,6 +67,7 @@ class RunDir:
         self.path = Path(path)
         self.writer = writer
         self.started = started or _now()  # kept across resumes, so `zoo runs` sorts by the first start
+        self._process_started = process_stamp(os.getpid())
 
     @property
     def last(self) -> Path:
@@ -126,13 +129,16 @@ class RunDir:
         self._write_text("metrics.jsonl", "".join(json.dumps(line) + "\n" for line in history))
 
     def write_status(self, status: str, *, epochs_done: int, error: str | None = None) -> None:
-        """``status.json``; ``pid`` lets a reader tell a live run from one killed by SIGKILL."""
+        """``status.json``; ``pid``, ``host`` and ``process_started`` (the process's start stamp,
+        telling a reused pid apart) let a reader tell a live run from one killed by SIGKILL."""
         doc = {
             "status": status,
             "started": self.started,
             "updated": _now(),
             "epochs_done": epochs_done,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "process_started": self._process_started,
             "error": error,
         }
         self._write_text("status.json", json.dumps(doc, indent=2) + "\n")

@@ -210,7 +210,11 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
     if problems:
         row["status"], row["error"] = "failed", "; ".join(problems)
-    elif status is not None and status["status"] == "running" and not pid_alive(status.get("pid")):
+    elif (
+        status is not None
+        and status["status"] == "running"
+        and not pid_alive(status.get("pid"), host=status.get("host"), started=status.get("process_started"))
+    ):
         # SIGKILL (or a power cut) leaves "running" behind: nothing is running it any more
         row["status"], row["error"] = (
             "interrupted",
