@@ -30,8 +30,10 @@ from zoo.weights import base_weights, imagenet_state_dict
     ],
 )
 def test_a_size_the_constructor_rejects_is_refused_naming_sizes_that_work(tmp_path, capsys, model, size, needles):
+    # Refused before any data is read: the CIFAR-10 directory named here does not exist.
     out = tmp_path / "runs" / "r"
-    assert main(["run", model, "sgd", "--data", "digits", "--input-size", size, "--out", str(out)]) == 2
+    args = ["--data", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--input-size", size, "--out", str(out)]
+    assert main(["run", model, "sgd", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"zoo: error: model '{model}' cannot be built for input size"), err
     assert all(n in err for n in needles) and "internal error" not in err, err

@@ -10,6 +10,7 @@ in the parts it calls: :mod:`zoo.rundir` (atomic files, who writes), :mod:`zoo.r
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -479,6 +480,8 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
         if checkpoint is None
         else None
     )
+    if plan.input_size != tuple(plan.model_entry.input_size):
+        _refuse_unbuildable_size(plan)
     data = _load_data(config, plan.registry, plan.dataset, plan.input_size, dist.world)
     generator = _seed_everything(config.seed)  # the same command twice gives the same weights
     weights = config.weights or (checkpoint["spec"].get("weights") if checkpoint is not None else None)
@@ -516,6 +519,21 @@ def prepare(config: RunConfig, progress_stream: TextIO | None = None) -> Job:
     job.channels_last = channels_last
     _write_run_files(job, data.data_dir, state_bytes, resumed=checkpoint is not None)
     return job
+
+
+def _refuse_unbuildable_size(plan: _Plan) -> None:
+    """An ``--input-size`` the model's constructor rejects (ViT's: a multiple of its patch) is
+    refused before any data is read: built on the meta device (no memory, no initialisation),
+    with any head (the size is in question, not the classes). A builder that cannot work on the
+    meta device is tried again on the CPU, so that only the size itself refuses."""
+    classes = plan.registry.dataset(plan.dataset).num_classes or 10
+    build = functools.partial(plan.registry.build_model, plan.config.model, classes, check=False,
+                              input_size=plan.input_size)  # fmt: skip
+    try:
+        with torch.device("meta"):
+            build()
+    except UsageError:
+        build()
 
 
 def _plan(config: RunConfig, progress_stream: TextIO | None) -> _Plan:
