@@ -49,23 +49,33 @@ def train_epochs(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ema: AveragedModel | None = None,
     clip_grad_norm: float | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    accumulate: int = 1,
+    label_smoothing: float = 0.0,
 ) -> list[tuple[int, float]]:
     """Train ``epochs`` epochs; ``(images, seconds)`` of each, timed as the runner times its own.
 
     ``images``/``labels``/``shift``/``divisor`` are already on the training device (what
     ``TensorImageDataset.to_device`` gives); ``model`` may be a ``torch.compile`` wrapper. ``ema`` (from
     :func:`ema_of`) is updated after each step and ``clip_grad_norm`` clips the gradients' norm
-    before it, as one writes them by hand.
+    before it, as one writes them by hand. ``scheduler`` steps after each optimizer step;
+    ``accumulate`` > 1 steps the optimizer every that many batches (and after the epoch's last) on
+    their mean gradient; ``label_smoothing`` goes to the loss.
     """
     device = images.device
     n = images.shape[0]
-    criterion = nn.CrossEntropyLoss().to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing).to(device)
     augment_generator = torch.Generator(device=device).manual_seed(1)
     model.train()
     epochs_done: list[tuple[int, float]] = []
     for _ in range(epochs):
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
+        if accumulate > 1:
+            _accumulated_epoch(model, optimizer, criterion, images, labels, shift, divisor, order, batch_size,
+                               accumulate, ema=ema, clip_grad_norm=clip_grad_norm, scheduler=scheduler)  # fmt: skip
+            epochs_done.append((n, time.perf_counter() - start))
+            continue
         for first in range(0, n, batch_size):
             index = order[first : first + batch_size]
             inputs = (images.index_select(0, index) - shift).div_(divisor)
@@ -86,10 +96,50 @@ def train_epochs(
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
+            if scheduler is not None:
+                scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epochs_done.append((n, time.perf_counter() - start))
     return epochs_done
+
+
+def _accumulated_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    shift: torch.Tensor,
+    divisor: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    accumulate: int,
+    *,
+    ema: AveragedModel | None,
+    clip_grad_norm: float | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+) -> None:
+    """One epoch of gradient accumulation as written by hand: the gradients of ``accumulate``
+    batches (fewer at the epoch's end), each scaled by one over their number, then one step."""
+    starts = list(range(0, images.shape[0], batch_size))
+    for group in range(0, len(starts), accumulate):
+        batches = starts[group : group + accumulate]
+        optimizer.zero_grad(set_to_none=True)
+        for first in batches:
+            index = order[first : first + batch_size]
+            inputs = (images.index_select(0, index) - shift).div_(divisor)
+            loss = criterion(model(inputs), labels.index_select(0, index))
+            (loss / len(batches)).backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        if scheduler is not None:
+            scheduler.step()
+    if images.device.type == "cuda":
+        torch.cuda.synchronize(images.device)
 
 
 def ema_of(model: nn.Module, decay: float) -> AveragedModel:

@@ -108,6 +108,7 @@ GOALS = {
     "overhead": "runner / raw >= 0.98 for Tudui at batch 64",
     "augment": "with --augment flip --augment crop, runner / the same written by hand >= 0.95 for Tudui",
     "ema_clip": "with --ema 0.99 --clip-grad-norm 1, runner / the same written by hand >= 0.95 for Tudui",
+    "sched_accumulate": "with --sched onecycle --accumulate 2 --label-smoothing 0.1, runner / the same by hand >= 0.95",
     "seed": "zoo >= 1.15x faster (seed seconds / zoo seconds)",
     "list": "zoo list / import torch <= 0.25",
     "startup": "each command's fixed cost (a run: all but its training) / import torch <= 1.3",
@@ -515,6 +516,7 @@ def bench_overhead(bench: Bench) -> dict[str, Any]:
         ("linear", 0.95, lambda row: row["model"] == "bench-linear" and not row["compile"]),
         ("augment", 0.95, lambda row: row["recipe"] == "flip + crop"),
         ("ema_clip", 0.95, lambda row: row["recipe"] == "ema + clip"),
+        ("sched_accumulate", 0.95, lambda row: row["recipe"] == "onecycle + accumulate + smoothing"),
     ):
         row = next(row for row in rows if chosen(row))
         goals.append(
@@ -528,6 +530,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "": ({}, {}),
     "flip + crop": ({"augment": ("flip", "crop")}, {"augment": raw_loop.flip_and_crop}),
     "ema + clip": ({"ema": 0.99, "clip_grad_norm": 1.0}, {"ema": 0.99, "clip_grad_norm": 1.0}),
+    "onecycle + accumulate + smoothing": (
+        {"sched": "onecycle", "accumulate": 2, "label_smoothing": 0.1},
+        {"onecycle": True, "accumulate": 2, "label_smoothing": 0.1},
+    ),
 }
 
 
@@ -543,6 +549,13 @@ def paired_epochs(
     runner_options, raw_options = RECIPES[recipe]
     if "ema" in raw_options:
         raw_options = {**raw_options, "ema": raw_loop.ema_of(net, raw_options["ema"])}
+    if raw_options.pop("onecycle", False):  # as the runner's preset: over the whole run, peaking at lr
+        raw_options = dict(raw_options)
+        steps = math.ceil(len(tensors[0]) / batch)
+        total = epochs * math.ceil(steps / raw_options.get("accumulate", 1))
+        raw_options["scheduler"] = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=0.01, total_steps=total, cycle_momentum=False
+        )
     generator = torch.Generator().manual_seed(0)
     raw: list[float] = []
 
