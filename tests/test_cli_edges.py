@@ -119,6 +119,11 @@ def test_a_prefix_of_a_flag_is_a_usage_error_naming_it(zoo_fork, args, given, me
     assert not (zoo_fork.cwd / "x.pth").exists()
 
 
+def test_a_misspelt_flag_names_the_flag_it_nearly_spells_not_every_near_one(zoo_fork):
+    result = zoo_fork("run", "tudui", "sgd", "--data", "fake", "--epohcs", "1")
+    assert_user_error(result, 2, "unrecognized arguments: --epohcs", "(did you mean --epochs for --epohcs?)")
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

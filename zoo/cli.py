@@ -71,18 +71,25 @@ def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace)
 
 def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
     """`` (did you mean --epochs for --epo? ...)``: the flags an unknown one starts or nearly spells."""
-    import difflib
-
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
     hints, abbreviated = [], False
     for given in (extra.split("=", 1)[0] for extra in extras if extra.startswith("--")):
         starts = [f for f in flags if f.startswith(given)]
-        close = starts or difflib.get_close_matches(given, flags, n=2)
+        close = starts or _nearest(given, flags)
         abbreviated |= bool(starts)
         hints += [f"{' or '.join(close)} for {given}"] if close else []
     if not hints:
         return ""
     return f" (did you mean {', '.join(hints)}?{' flags are never abbreviated' if abbreviated else ''})"
+
+
+def _nearest(given: str, flags: Sequence[str]) -> list[str]:
+    """The one or two flags ``given`` nearly spells: a second only when it is nearly as close as
+    the first (``--epohcs``: ``--epochs``, not ``--nproc`` too)."""
+    import difflib
+
+    scored = sorted(((difflib.SequenceMatcher(None, given, f).ratio(), f) for f in flags), reverse=True)[:2]
+    return [f for ratio, f in scored if ratio >= 0.6 and ratio >= scored[0][0] - 0.1]
 
 
 def _int_at_least(minimum: int, expected: str):
