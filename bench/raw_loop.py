@@ -74,30 +74,23 @@ def train_epochs(
         if accumulate > 1:
             _accumulated_epoch(model, optimizer, criterion, images, labels, shift, divisor, order, batch_size,
                                accumulate, ema=ema, clip_grad_norm=clip_grad_norm, scheduler=scheduler)  # fmt: skip
-            epochs_done.append((n, time.perf_counter() - start))
-            continue
-        for first in range(0, n, batch_size):
-            index = order[first : first + batch_size]
-            inputs = (images.index_select(0, index) - shift).div_(divisor)
-            if augment is not None:
-                inputs = augment(inputs, augment_generator)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            targets = labels.index_select(0, index)
-            optimizer.zero_grad(set_to_none=True)
-            if amp_dtype is None:
-                loss = criterion(model(inputs), targets)
-            else:
-                with torch.autocast(device.type, dtype=amp_dtype):
+        else:
+            for first in range(0, n, batch_size):
+                index = order[first : first + batch_size]
+                inputs = (images.index_select(0, index) - shift).div_(divisor)
+                if augment is not None:
+                    inputs = augment(inputs, augment_generator)
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                targets = labels.index_select(0, index)
+                optimizer.zero_grad(set_to_none=True)
+                if amp_dtype is None:
                     loss = criterion(model(inputs), targets)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            if scheduler is not None:
-                scheduler.step()
+                else:
+                    with torch.autocast(device.type, dtype=amp_dtype):
+                        loss = criterion(model(inputs), targets)
+                loss.backward()
+                _update(model, optimizer, clip_grad_norm, ema, scheduler)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epochs_done.append((n, time.perf_counter() - start))
@@ -131,15 +124,24 @@ def _accumulated_epoch(
             inputs = (images.index_select(0, index) - shift).div_(divisor)
             loss = criterion(model(inputs), labels.index_select(0, index))
             (loss / len(batches)).backward()
-        if clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        if scheduler is not None:
-            scheduler.step()
-    if images.device.type == "cuda":
-        torch.cuda.synchronize(images.device)
+        _update(model, optimizer, clip_grad_norm, ema, scheduler)
+
+
+def _update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clip_grad_norm: float | None,
+    ema: AveragedModel | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+) -> None:
+    """After the backward pass(es): clip, step, then the EMA and the schedule follow the step."""
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    if ema is not None:
+        ema.update_parameters(model)
+    if scheduler is not None:
+        scheduler.step()
 
 
 def ema_of(model: nn.Module, decay: float) -> AveragedModel:
