@@ -189,16 +189,66 @@ def test_a_signal_mid_epoch_checkpoints_and_resume_continues_bitwise(tmp_path, m
     assert metric_lines(tmp_path / "straight") == metric_lines(tmp_path / "stopped")
 
 
+def _with_workers(tmp_path: Path, out: str, **kw) -> RunConfig:
+    """Tudui on an image folder of 12 images through the DataLoader with 2 workers: 3 steps an epoch."""
+    if not (tmp_path / "images").exists():
+        datafiles.write_image_folder(tmp_path / "images", per_class=4)
+    return RunConfig("tudui", "sgd", data="imagefolder", data_dir=str(tmp_path / "images"), batch_size=4,
+                     epochs=2, workers=2, out=str(tmp_path / out), quiet=True, **kw)  # fmt: skip
+
+
 def test_a_stopped_run_ends_its_dataloader_workers_though_its_traceback_holds_the_epoch(tmp_path, monkeypatch):
-    datafiles.write_image_folder(tmp_path / "images", per_class=4)
+    config = _with_workers(tmp_path, "r")
     before = set(multiprocessing.active_children())
     monkeypatch.setenv("ZOO_TEST_KILL_WORKER", "0:2:SIGTERM")
-    config = RunConfig("tudui", "sgd", data="imagefolder", data_dir=str(tmp_path / "images"), batch_size=4,
-                       epochs=2, workers=2, out=str(tmp_path / "r"), quiet=True)  # fmt: skip
     with pytest.raises(Interrupted) as info:  # info keeps the traceback, and with it the epoch's iterator
         run(config)
     assert info.value.exit_code == 143
     assert set(multiprocessing.active_children()) <= before
+
+
+def _kill_workers_at(monkeypatch, calls: int, *, sigterm_too: bool) -> None:
+    """During the ``calls``-th training step, SIGTERM to this process (as a signal to the whole
+    process group sends it) when ``sigterm_too``, then SIGKILL to its DataLoader workers, waited
+    for until they are dead but not reaped: the DataLoader's SIGCHLD handler then raises, in the
+    step, as it does when a group's SIGTERM ends the workers."""
+    real, count = runner.train_step, [0]
+
+    def step(*args, **kwargs):
+        count[0] += 1
+        if count[0] == calls:
+            if sigterm_too:
+                os.kill(os.getpid(), signal.SIGTERM)
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
+                os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOWAIT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_step", step)
+
+
+def test_a_sigterm_to_the_whole_group_stops_the_run_resumably_though_it_ends_the_workers(tmp_path, monkeypatch):
+    run(_with_workers(tmp_path, "straight"))
+    _kill_workers_at(monkeypatch, 5, sigterm_too=True)  # epoch 2, step 2
+    with pytest.raises(Interrupted) as info:
+        run(_with_workers(tmp_path, "stopped"))
+    assert info.value.exit_code == 143
+    assert "ended the DataLoader's workers" in str(info.value) and "--resume" in str(info.value)
+    assert json.loads((tmp_path / "stopped" / "status.json").read_text())["status"] == "interrupted"
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["epoch"] == 1  # epoch 2 was not saved
+    monkeypatch.undo()
+    run(_with_workers(tmp_path, "stopped", resume=True))
+    assert_bitwise_equal(weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "stopped" / "last.pt"))
+
+
+def test_a_worker_killed_alone_fails_the_run_naming_it_not_as_an_internal_error(tmp_path, monkeypatch):
+    _kill_workers_at(monkeypatch, 5, sigterm_too=False)  # out of memory, say
+    with pytest.raises(RunError) as info:
+        run(_with_workers(tmp_path, "r"))
+    message = str(info.value)
+    assert message.startswith("DataLoader worker (pid") and "lower --workers" in message, message
+    assert "last.pt holds the last checkpoint" in message
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
 
 
 def test_a_second_sigint_stops_at_once_leaving_the_previous_checkpoint(tmp_path, monkeypatch):

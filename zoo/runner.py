@@ -264,20 +264,45 @@ def outcome(job: Job, stop: StopControl) -> Iterator[None]:
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
-        kept = (
-            f"{job.run_dir.last} holds the last checkpoint"
-            if job.run_dir.last.exists()
-            else "no checkpoint was written yet"
-        )
-        raise Interrupted(f"stopped at once by a second {stop.name}; {kept}", stop.signum or signal.SIGINT) from None
+        raise Interrupted(
+            f"stopped at once by a second {stop.name}; {_kept(job)}", stop.signum or signal.SIGINT
+        ) from None
     except Interrupted:
         status = "interrupted"
         raise
     except Exception as exc:
+        killed = _killed_worker(exc)
+        if killed is not None and stop.signum is not None:
+            # SIGTERM to the whole process group (systemd, Slurm) ends the workers at once; the
+            # DataLoader then raises wherever the step was, so the epoch cannot be saved.
+            status = "interrupted"
+            raise Interrupted(
+                f"stopped by {stop.name}, which also ended the DataLoader's workers before the epoch could be "
+                f"saved; {_kept(job)}; continue with --resume --out {job.run_dir.path}",
+                stop.signum,
+            ) from None
+        if killed is not None:
+            error = (f"{killed} (out of memory? killed by hand?); lower --workers or --batch-size, or use --workers 0; "
+                     f"{_kept(job)}")  # fmt: skip
+            raise RunError(error) from None
         error = str(exc) if isinstance(exc, ZooError) else one_line(exc)
         raise
     finally:
         finish(job, status, error)
+
+
+def _kept(job: Job) -> str:
+    return (
+        f"{job.run_dir.last} holds the last checkpoint"
+        if job.run_dir.last.exists()
+        else "no checkpoint was written yet"
+    )
+
+
+def _killed_worker(exc: BaseException) -> str | None:
+    """torch's words when ``exc`` says a DataLoader worker process died (killed, or exited)."""
+    text = str(exc).strip().rstrip(".")
+    return text if isinstance(exc, RuntimeError) and text.startswith("DataLoader worker (pid") else None
 
 
 def finish(job: Job, status: str, error: str | None) -> None:
