@@ -193,8 +193,8 @@ def _with_workers(tmp_path: Path, out: str, **kw) -> RunConfig:
     """Tudui on an image folder of 12 images through the DataLoader with 2 workers: 3 steps an epoch."""
     if not (tmp_path / "images").exists():
         datafiles.write_image_folder(tmp_path / "images", per_class=4)
-    return RunConfig("tudui", "sgd", data="imagefolder", data_dir=str(tmp_path / "images"), batch_size=4,
-                     epochs=2, workers=2, out=str(tmp_path / out), quiet=True, **kw)  # fmt: skip
+    options = dict(data="imagefolder", data_dir=str(tmp_path / "images"), batch_size=4, epochs=2, workers=2, quiet=True)
+    return RunConfig("tudui", "sgd", out=str(tmp_path / out), **{**options, **kw})
 
 
 def test_a_stopped_run_ends_its_dataloader_workers_though_its_traceback_holds_the_epoch(tmp_path, monkeypatch):
@@ -239,6 +239,37 @@ def test_a_sigterm_to_the_whole_group_stops_the_run_resumably_though_it_ends_the
     monkeypatch.undo()
     run(_with_workers(tmp_path, "stopped", resume=True))
     assert_bitwise_equal(weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "stopped" / "last.pt"))
+
+
+def test_workers_a_group_sigterm_killed_cannot_replace_the_stop_once_it_is_being_saved(tmp_path, monkeypatch):
+    # The step ends before torch hears of the workers' deaths: its SIGCHLD handler is held back
+    # from the kill until the stop's checkpoint is written, then run as Python would have run it.
+    real_step, real_save, count, held = runner.train_step, runner.Job.save, [0], []
+
+    def step(*args, **kwargs):
+        count[0] += 1
+        if count[0] == 5:  # epoch 2, step 2 of 3
+            held.append(signal.signal(signal.SIGCHLD, lambda signum, frame: None))
+            os.kill(os.getpid(), signal.SIGTERM)
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
+                os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOWAIT)
+        return real_step(*args, **kwargs)
+
+    def save(self, path, partial=None):
+        if held:
+            torch_handler = held.pop()
+            signal.signal(signal.SIGCHLD, torch_handler)
+            torch_handler(signal.SIGCHLD, None)
+        return real_save(self, path, partial)
+
+    monkeypatch.setattr(runner, "train_step", step)
+    monkeypatch.setattr(runner.Job, "save", save)
+    with pytest.raises(Interrupted) as info:
+        run(_with_workers(tmp_path, "r", epochs=3))
+    assert info.value.exit_code == 143 and "at epoch 2, step 2/3" in str(info.value), str(info.value)
+    partial = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["partial"]
+    assert (partial["epoch"], partial["step"]) == (2, 2)
 
 
 def test_a_worker_killed_alone_fails_the_run_naming_it_not_as_an_internal_error(tmp_path, monkeypatch):

@@ -207,6 +207,7 @@ def train(job: Job) -> dict[str, Any]:
             job.extras.after_epoch(result["val_loss"])  # a per-epoch schedule steps
             record_epoch(job, line)
             if stop.after_epoch() and epoch < job.config.epochs:  # the signal came during validation
+                _end_workers(job)
                 raise Interrupted(
                     f"stopped by {stop.name} after epoch {epoch}; continue with --resume --out {job.run_dir.path}",
                     stop.signum or signal.SIGINT,
@@ -289,6 +290,14 @@ def outcome(job: Job, stop: StopControl) -> Iterator[None]:
         raise
     finally:
         finish(job, status, error)
+
+
+def _end_workers(job: Job) -> None:
+    """Before a stop is saved and said, the DataLoader's workers end: torch reports a worker that
+    died (a SIGTERM to the whole process group kills them too) from its SIGCHLD handler, wherever
+    the main thread is, and afterwards that would replace the stop's own report."""
+    job.train_batches.close()
+    job.val_batches.close()
 
 
 def _kept(job: Job) -> str:
@@ -445,6 +454,7 @@ def _check_finite(job: Job, losses: list[torch.Tensor], start: int, epoch: int) 
 
 def _stop_mid_epoch(job: Job, partial: dict[str, Any], stop: StopControl) -> None:
     """A signal stopped the epoch: save where it is, so that ``--resume`` continues from there."""
+    _end_workers(job)
     ranks_rng = job.dist.rank_rng_states(job.extras.rank_streams())  # distributed: every rank's streams
     if ranks_rng is not None:
         partial["ranks_rng"] = ranks_rng
