@@ -167,6 +167,13 @@ def test_check_marks_misfits_incompatible(zoo_fork):
     assert {"sgd", "sgd-momentum", "sparseadam"} <= set(rows)
     assert rows["sgd"]["status"] == "ok" and rows["sgd-momentum"]["status"] == "ok"
     assert rows["sparseadam"]["status"] == "incompatible" and "sparse" in rows["sparseadam"]["reason"]
+    table = zoo_fork("check", "--models", "tudui", "--optimizers", "sgd*", "--budget-s", "30")
+    assert table.returncode == 0, table.stderr
+    assert table.stderr.startswith("zoo: checking 1 model(s) x 2 optimizer(s): 2 pairs, up to 30 s each\n")
+    assert [line.split()[:3] for line in table.stdout.splitlines()] == [
+        ["tudui", "sgd", "ok"],
+        ["tudui", "sgd-momentum", "ok"],
+    ]
 
 
 @pytest.mark.slow

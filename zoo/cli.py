@@ -664,11 +664,17 @@ def cmd_check(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    registry = _registry(args)
+    models, optimizers = (len(list(registry.entries(kind, glob))) for kind, glob in
+                          (("model", args.models), ("optimizer", args.optimizers)))  # fmt: skip
+    if not args.json and models and optimizers:  # the scale, before the first row (every pair: hours)
+        print(f"zoo: checking {models} model(s) x {optimizers} optimizer(s): {models * optimizers} pairs, "
+              f"up to {args.budget_s:g} s each", file=sys.stderr)  # fmt: skip
     rows = run_check(
         models=args.models,
         optimizers=args.optimizers,
         budget_s=args.budget_s,
-        registry=_registry(args),
+        registry=registry,
         on_row=show,
     )
     if args.json:
@@ -1064,8 +1070,8 @@ def _add_check_command(commands: Commands, common: ArgumentParser) -> None:
         description="One training step (batch 2, synthetic data) per model x optimizer pair, "
         "each within a time budget.",
     )
-    p.add_argument("--models", default="*", metavar="GLOB")
-    p.add_argument("--optimizers", default="*", metavar="GLOB")
+    p.add_argument("--models", default="*", metavar="GLOB", help="the models to check (default: every one)")
+    p.add_argument("--optimizers", default="*", metavar="GLOB", help="the optimizers to check (default: every one)")
     p.add_argument(
         "--budget-s",
         type=positive_float,
