@@ -667,7 +667,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     registry = _registry(args)
     models, optimizers = (len(list(registry.entries(kind, glob))) for kind, glob in
                           (("model", args.models), ("optimizer", args.optimizers)))  # fmt: skip
-    if not args.json and models and optimizers:  # the scale, before the first row (every pair: hours)
+    if not args.json and models and optimizers:  # the scale, before the first row (every pair: an hour or more)
         print(f"zoo: checking {models} model(s) x {optimizers} optimizer(s): {models * optimizers} pairs, "
               f"up to {args.budget_s:g} s each", file=sys.stderr)  # fmt: skip
     rows = run_check(
