@@ -179,6 +179,7 @@ def run_check(
     budget_s: float = 5.0,
     registry: Registry | None = None,
     on_row: Callable[[Row], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> list[Row]:
     """One training step (batch of 2 random inputs in the model's input size, random labels
     below 10) for every model x optimizer pair whose names match the globs.
@@ -186,7 +187,8 @@ def run_check(
     Returns rows ``{"model", "optimizer", "status", "reason", "seconds"}`` with status ``ok``,
     ``incompatible`` (refused by the preflight: the reason says why), ``timeout`` (no result
     within ``budget_s``; the step is killed, not waited for) or ``error`` (the exception).
-    ``on_row`` is called with each row as soon as its pair finishes.
+    ``on_row`` is called with each row as soon as its pair finishes; ``on_start`` first, with the
+    numbers of models and optimizers matched.
     """
     registry = registry or get_registry()
     model_entries = list(registry.entries("model", models))
@@ -199,6 +201,8 @@ def run_check(
         raise UsageError(f"the time budget must be positive, got {budget_s:g} s")
     if "fork" not in multiprocessing.get_all_start_methods():
         raise RunError("zoo check runs each step in a forked process, and this platform cannot fork")
+    if on_start is not None:
+        on_start(len(model_entries), len(optimizer_entries))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -54,9 +54,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if first.startswith("-") and first.split("=", 1)[0] not in flags:
             self.error(f"unrecognized arguments: {first}{_did_you_mean(self, [first])}")
         if not first.startswith("-") and first not in commands:
-            import difflib
-
-            close = difflib.get_close_matches(first, list(commands), n=1)
+            close = _nearest(first, list(commands))
             hint = f"; did you mean '{close[0]}'?" if close else ""
             self.error(f"unknown command '{first}'{hint} (commands: {', '.join(commands)})")
 
@@ -83,13 +81,13 @@ def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str
     return f" (did you mean {', '.join(hints)}?{' flags are never abbreviated' if abbreviated else ''})"
 
 
-def _nearest(given: str, flags: Sequence[str]) -> list[str]:
-    """The one or two flags ``given`` nearly spells: a second only when it is nearly as close as
-    the first (``--epohcs``: ``--epochs``, not ``--nproc`` too)."""
+def _nearest(given: str, names: Sequence[str]) -> list[str]:
+    """The one or two names ``given`` nearly spells, closest first: a second only when it is nearly
+    as close as the first (``--epohcs``: ``--epochs``, not ``--nproc`` too)."""
     import difflib
 
-    scored = sorted(((difflib.SequenceMatcher(None, given, f).ratio(), f) for f in flags), reverse=True)[:2]
-    return [f for ratio, f in scored if ratio >= 0.6 and ratio >= scored[0][0] - 0.1]
+    scored = sorted(((difflib.SequenceMatcher(None, given, name).ratio(), name) for name in names), reverse=True)[:2]
+    return [name for ratio, name in scored if ratio >= 0.6 and ratio >= scored[0][0] - 0.1]
 
 
 def _int_at_least(minimum: int, expected: str):
@@ -664,18 +662,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    registry = _registry(args)
-    models, optimizers = (len(list(registry.entries(kind, glob))) for kind, glob in
-                          (("model", args.models), ("optimizer", args.optimizers)))  # fmt: skip
-    if not args.json and models and optimizers:  # the scale, before the first row (every pair: an hour or more)
-        print(f"zoo: checking {models} model(s) x {optimizers} optimizer(s): {models * optimizers} pairs, "
-              f"up to {args.budget_s:g} s each", file=sys.stderr)  # fmt: skip
+    def scale(models: int, optimizers: int) -> None:  # before the first row (every pair: an hour or more)
+        if not args.json:
+            print(f"zoo: checking {models} model(s) x {optimizers} optimizer(s): {models * optimizers} pairs, "
+                  f"up to {args.budget_s:g} s each", file=sys.stderr)  # fmt: skip
+
     rows = run_check(
         models=args.models,
         optimizers=args.optimizers,
         budget_s=args.budget_s,
-        registry=registry,
+        registry=_registry(args),
         on_row=show,
+        on_start=scale,
     )
     if args.json:
         _print_json(rows)
